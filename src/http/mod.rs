@@ -1,0 +1,71 @@
+//! The HTTP surface: router, middleware, error mapping, OpenAPI.
+
+mod error;
+mod health;
+mod meta;
+pub mod middleware;
+mod openapi;
+pub mod request_id;
+
+use std::sync::Arc;
+
+use axum::{Router, extract::DefaultBodyLimit};
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
+};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use error::{ApiError, ErrorBody, FieldError};
+pub use openapi::ApiDoc;
+
+use crate::{config::Config, readiness::Readiness};
+
+/// What handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub readiness: Readiness,
+}
+
+/// The routes and their OpenAPI description, before middleware.
+pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(meta::root))
+        .routes(routes!(health::liveness))
+        .routes(routes!(health::readiness))
+        .with_state(state)
+        .split_for_parts()
+}
+
+/// The complete application router with every layer.
+pub fn router(state: AppState, extra: Router) -> Router {
+    let config = state.config.clone();
+    let (api, openapi) = api(state);
+    let mut app = api
+        .merge(extra)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(|| async { ApiError::from_status(axum::http::StatusCode::NOT_FOUND) });
+    if config.env.is_production() {
+        app = app.layer(axum::middleware::from_fn(
+            middleware::strict_transport_security,
+        ));
+    }
+    // Outermost first: request_context sees every response, including the
+    // ones the inner layers produce (timeouts, panics, body limits).
+    app.layer(
+        ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(middleware::request_context))
+            .layer(axum::middleware::from_fn(middleware::security_headers))
+            .layer(middleware::cors(&config))
+            .layer(CatchPanicLayer::custom(middleware::panic_response))
+            .layer(TimeoutLayer::with_status_code(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                config.http.request_timeout,
+            ))
+            .layer(RequestBodyLimitLayer::new(config.http.body_limit_bytes))
+            .layer(DefaultBodyLimit::max(config.http.body_limit_bytes)),
+    )
+}

@@ -1,0 +1,17 @@
+//! precinct: a SPIFFE-aware zero-trust backend.
+//!
+//! Startup flows one way: Workload API → JWT-SVID → OpenBao → dynamic
+//! PostgreSQL credentials → rotating pool → HTTP routes. Each module owns one
+//! external dependency and the background task that keeps it fresh.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod readiness;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+
+pub use app::Application;
+pub use config::Config;

@@ -1,0 +1,31 @@
+use anyhow::Context;
+use clap::Parser;
+use precinct::{
+    Application, Config,
+    cli::{Cli, Command},
+    telemetry, tls,
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tls::install_crypto_provider();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve().await,
+    }
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            // One line naming the variable, then a non-zero exit.
+            eprintln!("precinct: {e}");
+            std::process::exit(2);
+        }
+    };
+    telemetry::init(&config.log);
+    let app = Application::build(config).await.context("startup failed")?;
+    app.run_until_stopped().await.context("server failed")?;
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! The readiness registry: each dependency registers a named check and its
+//! background task keeps the state current. A probe only reads that state, so
+//! answering it never touches the network.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Ready,
+    NotReady(String),
+}
+
+#[derive(Default)]
+struct Inner {
+    checks: RwLock<BTreeMap<&'static str, State>>,
+    draining: AtomicBool,
+}
+
+/// Shared registry; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    inner: Arc<Inner>,
+}
+
+/// The handle a dependency uses to report its state.
+#[derive(Clone)]
+pub struct Check {
+    name: &'static str,
+    inner: Arc<Inner>,
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `name`, not ready until the owner says otherwise.
+    pub fn register(&self, name: &'static str, initial_reason: impl Into<String>) -> Check {
+        self.inner
+            .checks
+            .write()
+            .expect("readiness lock")
+            .insert(name, State::NotReady(initial_reason.into()));
+        Check {
+            name,
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// From now on the service reports not ready, whatever its dependencies say.
+    pub fn begin_drain(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn report(&self) -> ReadinessReport {
+        let checks: BTreeMap<String, CheckReport> = self
+            .inner
+            .checks
+            .read()
+            .expect("readiness lock")
+            .iter()
+            .map(|(name, state)| {
+                let report = match state {
+                    State::Ready => CheckReport {
+                        status: CheckStatus::Ready,
+                        reason: None,
+                    },
+                    State::NotReady(reason) => CheckReport {
+                        status: CheckStatus::NotReady,
+                        reason: Some(reason.clone()),
+                    },
+                };
+                (name.to_string(), report)
+            })
+            .collect();
+        let draining = self.is_draining();
+        let all_ready = checks.values().all(|c| c.status == CheckStatus::Ready);
+        ReadinessReport {
+            status: if all_ready && !draining {
+                CheckStatus::Ready
+            } else {
+                CheckStatus::NotReady
+            },
+            reason: draining.then(|| "shutting down".to_string()),
+            checks,
+        }
+    }
+}
+
+impl Check {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn set_ready(&self) {
+        self.set(State::Ready);
+    }
+
+    pub fn set_not_ready(&self, reason: impl Into<String>) {
+        self.set(State::NotReady(reason.into()));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner
+            .checks
+            .read()
+            .expect("readiness lock")
+            .get(self.name)
+            == Some(&State::Ready)
+    }
+
+    fn set(&self, state: State) {
+        let mut checks = self.inner.checks.write().expect("readiness lock");
+        let previous = checks.insert(self.name, state.clone());
+        drop(checks);
+        // Log transitions only: the state is re-asserted on every health tick.
+        if previous.as_ref() != Some(&state) {
+            match &state {
+                State::Ready => tracing::info!(check = self.name, "dependency ready"),
+                State::NotReady(reason) => {
+                    tracing::warn!(check = self.name, %reason, "dependency not ready")
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Ready,
+    NotReady,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckReport {
+    pub status: CheckStatus,
+    /// Why the dependency is not ready; absent when ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "token expired")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({
+    "status": "not_ready",
+    "checks": {
+        "identity": {"status": "ready"},
+        "openbao": {"status": "not_ready", "reason": "token expired"},
+        "database": {"status": "ready"}
+    }
+}))]
+pub struct ReadinessReport {
+    pub status: CheckStatus,
+    /// Set while the service is shutting down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub checks: BTreeMap<String, CheckReport>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_every_check_is_ready() {
+        let r = Readiness::new();
+        assert_eq!(r.report().status, CheckStatus::Ready, "no checks: ready");
+        let a = r.register("identity", "starting");
+        let b = r.register("database", "starting");
+        assert_eq!(r.report().status, CheckStatus::NotReady);
+        a.set_ready();
+        assert_eq!(r.report().status, CheckStatus::NotReady);
+        b.set_ready();
+        assert_eq!(r.report().status, CheckStatus::Ready);
+        b.set_not_ready("lease expires in 10s");
+        let report = r.report();
+        assert_eq!(report.status, CheckStatus::NotReady);
+        assert_eq!(
+            report.checks["database"].reason.as_deref(),
+            Some("lease expires in 10s")
+        );
+    }
+
+    #[test]
+    fn draining_overrides_dependencies() {
+        let r = Readiness::new();
+        r.register("identity", "starting").set_ready();
+        r.begin_drain();
+        let report = r.report();
+        assert_eq!(report.status, CheckStatus::NotReady);
+        assert_eq!(report.reason.as_deref(), Some("shutting down"));
+    }
+}
