@@ -14,6 +14,24 @@ ensure_postgres
 ensure_bao
 start_bao_dev "${BAO_PORT:-8200}"
 
+log "building precinct"
+cargo build --quiet
+BIN="$ROOT/target/debug/precinct"
+
+# The development SPIFFE Workload API (stands in for the SPIRE agent).
+export TRUST_DOMAIN="${TRUST_DOMAIN:-demo.local}"
+export EXPECTED_SPIFFE_ID="${EXPECTED_SPIFFE_ID:-spiffe://$TRUST_DOMAIN/ns/99-apps/sa/backend}"
+export SPIFFE_ENDPOINT_SOCKET="unix://$DEV_DIR/agent.sock"
+OIDC_ADDR="127.0.0.1:${OIDC_PORT:-8090}"
+export SPIFFE_OIDC_ISSUER="http://$OIDC_ADDR"
+log "starting the development SPIFFE agent on $DEV_DIR/agent.sock (OIDC discovery $SPIFFE_OIDC_ISSUER)"
+"$BIN" dev-agent --socket "$DEV_DIR/agent.sock" --trust-domain "$TRUST_DOMAIN" \
+  --spiffe-id "$EXPECTED_SPIFFE_ID" --oidc-addr "$OIDC_ADDR" --state-dir "$DEV_DIR/agent-state" \
+  >"$DEV_DIR/agent.log" 2>&1 &
+STARTED_PIDS+=("$!")
+for _ in $(seq 1 50); do [ -S "$DEV_DIR/agent.sock" ] && break; sleep 0.1; done
+[ -S "$DEV_DIR/agent.sock" ] || die "dev agent did not start; see .dev/agent.log"
+
 export APP_ENV="${APP_ENV:-development}"
 export HTTP_ADDR="${HTTP_ADDR:-127.0.0.1:8000}"
 export LOG_FORMAT="${LOG_FORMAT:-pretty}"
@@ -26,14 +44,14 @@ export VAULT_ADDR=$BAO_ADDR
 export BAO_TOKEN=$BAO_TOKEN
 export VAULT_TOKEN=$BAO_TOKEN
 export DATABASE_ADMIN_URL=$DATABASE_ADMIN_URL
+export SPIFFE_ENDPOINT_SOCKET=$SPIFFE_ENDPOINT_SOCKET
+export SPIFFE_OIDC_ISSUER=$SPIFFE_OIDC_ISSUER
 export PATH=$DEV_DIR/venv/bin:\$PATH
 ENV
 
-log "building precinct"
-cargo build --quiet
 log "precinct on http://$HTTP_ADDR  ·  Swagger UI: http://$HTTP_ADDR/docs  ·  inspect with: source .dev/env"
 # Not exec: the EXIT trap must still stop what we started.
-"$ROOT/target/debug/precinct" serve &
+"$BIN" serve &
 app=$!
 trap 'kill -TERM $app 2>/dev/null; wait $app 2>/dev/null; stop_started' EXIT
 trap 'exit 130' INT TERM

@@ -8,9 +8,13 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     config::Config,
     http::{self, AppState},
+    identity::Identity,
     readiness::Readiness,
     shutdown,
 };
+
+/// The first fatal startup error, reported by `run_until_stopped`.
+type Fatal = Arc<std::sync::Mutex<Option<String>>>;
 
 /// Errors that stop the application from starting or serving.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +26,9 @@ pub enum AppError {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    /// A dependency could not be brought up (after its own retries).
+    #[error("{0}")]
+    Dependency(String),
 }
 
 /// A built application: listening, with its background tasks running.
@@ -35,6 +42,7 @@ pub struct Application {
     tasks_cancel: CancellationToken,
     tasks: TaskTracker,
     shutdown_trigger: CancellationToken,
+    fatal: Fatal,
 }
 
 impl Application {
@@ -59,7 +67,7 @@ impl Application {
             config: config.clone(),
             readiness: readiness.clone(),
         };
-        Ok(Self {
+        let app = Self {
             router: http::router(state, extra),
             config,
             listener,
@@ -68,7 +76,51 @@ impl Application {
             tasks_cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             shutdown_trigger: CancellationToken::new(),
-        })
+            fatal: Fatal::default(),
+        };
+        app.spawn_bring_up();
+        Ok(app)
+    }
+
+    /// Brings the dependencies up in order, in the background, while HTTP
+    /// already answers (readiness 503 with reasons). Each step retries on its
+    /// own; a step that gives up stops the application with its message.
+    fn spawn_bring_up(&self) {
+        let Some(identity_config) = self.config.identity.clone() else {
+            tracing::warn!(
+                "SPIFFE_ENDPOINT_SOCKET not set: serving without workload identity (development only)"
+            );
+            return;
+        };
+        let check = self.readiness.register(
+            "identity",
+            format!(
+                "connecting to the SPIFFE Workload API at {}",
+                identity_config.endpoint
+            ),
+        );
+        let (cancel, tasks, fatal, trigger) = (
+            self.tasks_cancel.clone(),
+            self.tasks.clone(),
+            self.fatal.clone(),
+            self.shutdown_trigger.clone(),
+        );
+        self.tasks.spawn(async move {
+            let identity = tokio::select! {
+                _ = cancel.cancelled() => return,
+                result = Identity::connect(&identity_config) => match result {
+                    Ok(identity) => identity,
+                    Err(e) => {
+                        check.set_not_ready(e.to_string());
+                        tracing::error!(error = %e, "workload identity unavailable");
+                        *fatal.lock().expect("fatal lock") = Some(e.to_string());
+                        trigger.cancel();
+                        return;
+                    }
+                },
+            };
+            identity.spawn_watch(check, cancel, &tasks);
+        });
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -102,6 +154,7 @@ impl Application {
             tasks_cancel,
             tasks,
             shutdown_trigger,
+            fatal,
         } = self;
         tracing::info!(%addr, docs = %format!("http://{addr}/docs"), "listening");
 
@@ -152,6 +205,9 @@ impl Application {
             tracing::warn!("background tasks did not stop within 10s");
         }
         tracing::info!("stopped");
-        Ok(())
+        match fatal.lock().expect("fatal lock").take() {
+            Some(message) => Err(AppError::Dependency(message)),
+            None => Ok(()),
+        }
     }
 }

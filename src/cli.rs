@@ -1,6 +1,10 @@
 //! The command line: `precinct` serves; subcommands run tools of the same binary.
 
-use clap::{Parser, Subcommand};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::devagent::DevAgentConfig;
 
 #[derive(Debug, Parser)]
 #[command(name = "precinct", version, about = "SPIFFE-aware zero-trust backend")]
@@ -13,4 +17,49 @@ pub struct Cli {
 pub enum Command {
     /// Serve the API (the default). Configured by environment variables; see docs/configuration.md.
     Serve,
+    /// Run the development SPIFFE Workload API (local development and tests only: it attests nothing).
+    DevAgent(DevAgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevAgentArgs {
+    /// Unix socket to serve the Workload API on.
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Trust domain, e.g. demo.local.
+    #[arg(long, default_value = "demo.local")]
+    pub trust_domain: String,
+    /// The SPIFFE ID every caller receives.
+    #[arg(long, default_value = "spiffe://demo.local/ns/99-apps/sa/backend")]
+    pub spiffe_id: String,
+    /// Address of the OIDC discovery endpoint (/.well-known/openid-configuration, /keys).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub oidc_addr: SocketAddr,
+    /// Issuer URL (defaults to http://<oidc-addr>).
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// X.509-SVID lifetime; a fresh one is pushed at half of it.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub x509_ttl: Duration,
+    /// JWT-SVID lifetime.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub jwt_ttl: Duration,
+    /// Rotate the JWT signing key this often (the previous key stays published).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub jwt_key_rotation: Option<Duration>,
+    /// Keep the CA and signing key here across restarts.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl From<DevAgentArgs> for DevAgentConfig {
+    fn from(a: DevAgentArgs) -> Self {
+        let mut c = DevAgentConfig::new(a.socket, &a.trust_domain, &a.spiffe_id, a.oidc_addr);
+        c.issuer = a.issuer;
+        c.x509_ttl = a.x509_ttl;
+        c.jwt_ttl = a.jwt_ttl;
+        c.jwt_key_rotation = a.jwt_key_rotation;
+        c.state_dir = a.state_dir;
+        c
+    }
 }

@@ -91,6 +91,17 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// Where the workload identity comes from.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// `unix:///path/to/agent.sock` (or `tcp://host:port`).
+    pub endpoint: String,
+    pub expected_id: Option<String>,
+    pub startup_timeout: Duration,
+    /// Audience of the JWT-SVID presented to OpenBao.
+    pub jwt_audience: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub env: AppEnv,
@@ -99,6 +110,9 @@ pub struct Config {
     pub allow_insecure: bool,
     pub http: HttpConfig,
     pub log: LogConfig,
+    /// `None` only in development without `SPIFFE_ENDPOINT_SOCKET`: the HTTP
+    /// surface runs alone, without identity or anything that needs it.
+    pub identity: Option<IdentityConfig>,
 }
 
 pub const DEFAULT_CORS_ORIGINS: &str = "http://localhost:3000,http://127.0.0.1:3000";
@@ -164,13 +178,65 @@ impl Config {
             ));
         }
 
+        let identity = parse_identity(v, env)?;
+
         Ok(Config {
             env,
             allow_insecure,
             http,
             log,
+            identity,
         })
     }
+}
+
+fn parse_identity(v: &mut Vars<'_>, env: AppEnv) -> Result<Option<IdentityConfig>, ConfigError> {
+    let endpoint = v.get("SPIFFE_ENDPOINT_SOCKET");
+    let expected_id = v.get("EXPECTED_SPIFFE_ID");
+    let startup_timeout = v.duration_or("SPIFFE_STARTUP_TIMEOUT", "30s")?;
+    let audience_raw = v.string_or("JWT_SVID_AUDIENCE", "openbao");
+    let Some(endpoint) = endpoint else {
+        if env.is_production() {
+            return Err(ConfigError::new(
+                "SPIFFE_ENDPOINT_SOCKET",
+                "is required in production (e.g. unix:///run/spire/sockets/agent.sock)",
+            ));
+        }
+        return Ok(None);
+    };
+    let endpoint = match endpoint.strip_prefix('/') {
+        // Accept a bare absolute path, as some SPIRE setups document it.
+        Some(_) => format!("unix://{endpoint}"),
+        None => endpoint,
+    };
+    if !(endpoint.starts_with("unix://") || endpoint.starts_with("tcp://")) {
+        return Err(ConfigError::new(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("{endpoint:?} is not a unix:///path or tcp://host:port address"),
+        ));
+    }
+    if let Some(id) = &expected_id {
+        spiffe::SpiffeId::new(id)
+            .map_err(|e| ConfigError::new("EXPECTED_SPIFFE_ID", format!("{id:?}: {e}")))?;
+    }
+    let jwt_audience: Vec<String> = audience_raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    if jwt_audience.is_empty() {
+        return Err(ConfigError::new(
+            "JWT_SVID_AUDIENCE",
+            "must name at least one audience",
+        ));
+    }
+    Ok(Some(IdentityConfig {
+        endpoint,
+        expected_id,
+        startup_timeout,
+        jwt_audience,
+    }))
 }
 
 fn parse_cors(raw: &str) -> Result<CorsOrigins, String> {
@@ -293,9 +359,38 @@ mod tests {
         Config::from_lookup(move |k| map.get(k).cloned())
     }
 
+    const SOCKET: (&str, &str) = (
+        "SPIFFE_ENDPOINT_SOCKET",
+        "unix:///run/spire/sockets/agent.sock",
+    );
+
+    #[test]
+    fn production_requires_the_workload_api_socket() {
+        assert_eq!(load(&[]).unwrap_err().var, "SPIFFE_ENDPOINT_SOCKET");
+        let c = load(&[("APP_ENV", "development")]).unwrap();
+        assert!(
+            c.identity.is_none(),
+            "development may run the HTTP surface alone"
+        );
+    }
+
+    #[test]
+    fn identity_settings_are_validated() {
+        let c = load(&[SOCKET, ("JWT_SVID_AUDIENCE", "openbao, other")]).unwrap();
+        let id = c.identity.unwrap();
+        assert_eq!(id.jwt_audience, vec!["openbao", "other"]);
+        assert_eq!(id.startup_timeout, Duration::from_secs(30));
+        let err = load(&[SOCKET, ("EXPECTED_SPIFFE_ID", "not-a-spiffe-id")]).unwrap_err();
+        assert_eq!(err.var, "EXPECTED_SPIFFE_ID");
+        let err = load(&[("SPIFFE_ENDPOINT_SOCKET", "http://x")]).unwrap_err();
+        assert_eq!(err.var, "SPIFFE_ENDPOINT_SOCKET");
+        let c = load(&[("SPIFFE_ENDPOINT_SOCKET", "/tmp/agent.sock")]).unwrap();
+        assert_eq!(c.identity.unwrap().endpoint, "unix:///tmp/agent.sock");
+    }
+
     #[test]
     fn defaults_are_production_safe() {
-        let c = load(&[]).unwrap();
+        let c = load(&[SOCKET]).unwrap();
         assert_eq!(c.env, AppEnv::Production);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.http.addr.to_string(), "0.0.0.0:8000");
@@ -325,7 +420,7 @@ mod tests {
             ("HTTP_BODY_LIMIT_BYTES", "-1"),
             ("ALLOW_INSECURE", "maybe"),
         ] {
-            let err = load(&[(var, value)]).unwrap_err();
+            let err = load(&[SOCKET, (var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{err}");
             assert!(err.to_string().contains(var));
             assert!(!err.to_string().contains('\n'));
@@ -334,9 +429,9 @@ mod tests {
 
     #[test]
     fn production_refuses_wildcard_cors_without_opt_in() {
-        let err = load(&[("CORS_ORIGINS", "*")]).unwrap_err();
+        let err = load(&[SOCKET, ("CORS_ORIGINS", "*")]).unwrap_err();
         assert_eq!(err.var, "CORS_ORIGINS");
-        assert!(load(&[("CORS_ORIGINS", "*"), ("ALLOW_INSECURE", "true")]).is_ok());
+        assert!(load(&[SOCKET, ("CORS_ORIGINS", "*"), ("ALLOW_INSECURE", "true")]).is_ok());
         assert!(load(&[("CORS_ORIGINS", "*"), ("APP_ENV", "development")]).is_ok());
     }
 }

@@ -7,7 +7,9 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod devagent;
 pub mod http;
+pub mod identity;
 pub mod readiness;
 pub mod shutdown;
 pub mod telemetry;

@@ -12,7 +12,18 @@ async fn main() -> anyhow::Result<()> {
     tls::install_crypto_provider();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
+        Command::DevAgent(args) => dev_agent(args).await,
     }
+}
+
+async fn dev_agent(args: precinct::cli::DevAgentArgs) -> anyhow::Result<()> {
+    telemetry::init(&precinct::config::LogConfig {
+        format: precinct::config::LogFormat::Pretty,
+        filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    });
+    let agent = precinct::devagent::DevAgent::start(args.into()).await?;
+    agent.run_until_signal().await;
+    Ok(())
 }
 
 async fn serve() -> anyhow::Result<()> {

@@ -43,8 +43,9 @@ pub async fn request_context(request: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
-        // Probes hit every few seconds: keep them out of the info log.
-        if route.starts_with("/api/v1/health") && status < 400 {
+        // Probes hit every few seconds (and 503 is a normal answer while
+        // starting or draining): keep them out of the info log.
+        if route.starts_with("/api/v1/health") {
             tracing::debug!(status, latency_ms, "request completed");
         } else if status >= 500 {
             tracing::warn!(status, latency_ms, "request failed");

@@ -42,7 +42,7 @@ pub async fn spawn_app(overrides: &[(&str, &str)]) -> TestApp {
 pub async fn spawn_app_with_routes(overrides: &[(&str, &str)], extra: axum::Router) -> TestApp {
     precinct::tls::install_crypto_provider();
     let config = test_config(overrides);
-    precinct::telemetry::init(&config.log);
+    init_logs();
     let app = Application::build_with_routes(config, extra)
         .await
         .expect("application builds");
@@ -52,9 +52,72 @@ pub async fn spawn_app_with_routes(overrides: &[(&str, &str)], extra: axum::Rout
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
         addr,
-        client: reqwest::Client::new(),
+        client: http(),
         readiness,
         shutdown,
         handle,
     }
+}
+
+pub const TRUST_DOMAIN: &str = "demo.local";
+pub const SPIFFE_ID: &str = "spiffe://demo.local/ns/99-apps/sa/backend";
+
+/// A development agent on a fresh socket in `dir`, OIDC on a free port.
+pub async fn start_agent(
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut precinct::devagent::DevAgentConfig),
+) -> precinct::devagent::DevAgent {
+    let mut config = precinct::devagent::DevAgentConfig::new(
+        dir.join("agent.sock"),
+        TRUST_DOMAIN,
+        SPIFFE_ID,
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    tweak(&mut config);
+    init_logs();
+    precinct::devagent::DevAgent::start(config)
+        .await
+        .expect("dev agent starts")
+}
+
+pub fn identity_config(endpoint: &str) -> precinct::config::IdentityConfig {
+    precinct::config::IdentityConfig {
+        endpoint: endpoint.to_string(),
+        expected_id: Some(SPIFFE_ID.to_string()),
+        startup_timeout: std::time::Duration::from_secs(10),
+        jwt_audience: vec!["openbao".to_string()],
+    }
+}
+
+/// Polls `f` every 100 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: std::time::Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Test logs: quiet unless `TEST_LOG` names a filter (e.g. `TEST_LOG=debug`).
+pub fn init_logs() {
+    precinct::telemetry::init(&precinct::config::LogConfig {
+        format: precinct::config::LogFormat::Pretty,
+        filter: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+    });
+}
+
+/// An HTTP client for tests (installs the process's rustls provider first).
+pub fn http() -> reqwest::Client {
+    precinct::tls::install_crypto_provider();
+    reqwest::Client::new()
 }

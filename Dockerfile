@@ -1,0 +1,21 @@
+# syntax=docker/dockerfile:1.7
+# Release image: build with cached cargo registry and target dirs (BuildKit),
+# run on distroless as a numeric non-root user. No shell in the final image;
+# Kubernetes probes do the health checking.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY proto ./proto
+COPY build.rs ./
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked \
+ && cp target/release/precinct /precinct
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /precinct /usr/local/bin/precinct
+USER 65532:65532
+EXPOSE 8000
+ENTRYPOINT ["/usr/local/bin/precinct"]
+CMD ["serve"]

@@ -1,0 +1,311 @@
+//! Workload identity from the SPIFFE Workload API (the SPIRE agent socket).
+//!
+//! Owns the connection: the X.509 context is kept fresh by the `spiffe`
+//! crate's `X509Source` (a streaming watch that reconnects by itself); this
+//! module adds the startup deadline, the expected-ID check, rotation logs and
+//! a `watch` of the current SVID, readiness, and a JWT-SVID cache.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use secrecy::SecretString;
+use spiffe::{WorkloadApiClient, X509Source, X509SourceBuilder};
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, watch};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{config::IdentityConfig, readiness::Check};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "SPIFFE Workload API socket {path} does not exist after waiting {waited:?}: is the SPIRE agent running and its socket mounted? (SPIFFE_ENDPOINT_SOCKET)"
+    )]
+    SocketMissing { path: String, waited: Duration },
+    #[error(
+        "no X.509-SVID from the SPIFFE Workload API at {endpoint} within {waited:?} (SPIFFE_STARTUP_TIMEOUT): {cause}"
+    )]
+    StartupTimeout {
+        endpoint: String,
+        waited: Duration,
+        cause: String,
+    },
+    #[error(
+        "workload identity mismatch: the Workload API issued {actual} but EXPECTED_SPIFFE_ID is {expected}; check the workload's registration entry"
+    )]
+    Mismatch { expected: String, actual: String },
+    #[error("cannot read the X.509-SVID: {0}")]
+    Svid(String),
+    #[error("cannot fetch a JWT-SVID for audience {audience:?} from {endpoint}: {cause}")]
+    Jwt {
+        audience: Vec<String>,
+        endpoint: String,
+        cause: String,
+    },
+}
+
+/// What is known of the current X.509-SVID (no key material).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SvidInfo {
+    pub spiffe_id: String,
+    /// Certificate serial number, lowercase hex.
+    pub serial: String,
+    pub not_after: OffsetDateTime,
+}
+
+/// A JWT-SVID ready to present. The token is a secret: never log it.
+#[derive(Debug, Clone)]
+pub struct JwtSvidToken {
+    pub token: SecretString,
+    pub spiffe_id: String,
+    pub audience: Vec<String>,
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Clone)]
+struct CachedJwt {
+    svid: JwtSvidToken,
+    refresh_at: OffsetDateTime,
+}
+
+/// Never hand out a cached token this close to its expiry.
+const JWT_MIN_REMAINING: time::Duration = time::Duration::seconds(5);
+const JWT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Inner {
+    endpoint: String,
+    source: X509Source,
+    current: watch::Sender<SvidInfo>,
+    jwt_cache: Mutex<HashMap<Vec<String>, CachedJwt>>,
+}
+
+/// The workload's identity. Cheap to clone.
+#[derive(Clone)]
+pub struct Identity {
+    inner: Arc<Inner>,
+}
+
+impl Identity {
+    /// Connects and waits for the first X.509-SVID, retrying with backoff up
+    /// to `SPIFFE_STARTUP_TIMEOUT` (in Kubernetes the agent may start after
+    /// the pod). Checks the SPIFFE ID against `EXPECTED_SPIFFE_ID`.
+    pub async fn connect(config: &IdentityConfig) -> Result<Self, IdentityError> {
+        let source = X509SourceBuilder::new()
+            .endpoint(&config.endpoint)
+            .reconnect_backoff(Duration::from_millis(200), Duration::from_secs(5))
+            .initial_sync_timeout(config.startup_timeout)
+            .build()
+            .await
+            .map_err(|e| startup_error(config, e.to_string()))?;
+        let info = svid_info(&source)?;
+        if let Some(expected) = &config.expected_id
+            && expected != &info.spiffe_id
+        {
+            source.shutdown().await;
+            return Err(IdentityError::Mismatch {
+                expected: expected.clone(),
+                actual: info.spiffe_id,
+            });
+        }
+        tracing::info!(
+            spiffe_id = %info.spiffe_id,
+            serial = %info.serial,
+            not_after = %info.not_after,
+            "workload identity obtained"
+        );
+        let (current, _) = watch::channel(info);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                endpoint: config.endpoint.clone(),
+                source,
+                current,
+                jwt_cache: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Spawns the task that follows rotations and keeps `check` current:
+    /// ready while an unexpired X.509-SVID is held.
+    pub fn spawn_watch(&self, check: Check, cancel: CancellationToken, tasks: &TaskTracker) {
+        let this = self.clone();
+        tasks.spawn(async move {
+            let mut updates = this.inner.source.updated();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    changed = updates.changed() => {
+                        if changed.is_err() {
+                            // The source closed; keep judging the SVID we hold.
+                            tokio::select! {
+                                _ = cancel.cancelled() => break,
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            }
+                        }
+                        this.observe();
+                    }
+                    _ = tick.tick() => {}
+                }
+                this.judge(&check);
+            }
+            this.inner.source.shutdown().await;
+        });
+    }
+
+    /// Publishes the source's SVID when it differs from the last one seen.
+    fn observe(&self) {
+        let Ok(info) = svid_info(&self.inner.source) else {
+            return;
+        };
+        let previous = self.inner.current.borrow().clone();
+        if previous.serial != info.serial {
+            tracing::info!(
+                spiffe_id = %info.spiffe_id,
+                serial = %info.serial,
+                not_after = %info.not_after,
+                previous_serial = %previous.serial,
+                "X.509-SVID rotated"
+            );
+            self.inner.current.send_replace(info);
+        }
+    }
+
+    fn judge(&self, check: &Check) {
+        let info = self.inner.current.borrow().clone();
+        let now = OffsetDateTime::now_utc();
+        if info.not_after > now {
+            check.set_ready();
+        } else {
+            check.set_not_ready(format!(
+                "X.509-SVID expired at {} and the Workload API at {} has not delivered a new one",
+                info.not_after, self.inner.endpoint
+            ));
+        }
+    }
+
+    /// The current X.509-SVID's identity, serial and expiry.
+    pub fn current(&self) -> SvidInfo {
+        self.inner.current.borrow().clone()
+    }
+
+    /// Notified on every rotation (e.g. to hot-reload an mTLS config).
+    pub fn subscribe(&self) -> watch::Receiver<SvidInfo> {
+        self.inner.current.subscribe()
+    }
+
+    /// The current X.509 context (SVID with key, and bundles), for mTLS.
+    pub fn x509_source(&self) -> &X509Source {
+        &self.inner.source
+    }
+
+    /// Seconds until the current X.509-SVID expires (negative once expired).
+    pub fn svid_expiry_seconds(&self) -> f64 {
+        let remaining = self.current().not_after - OffsetDateTime::now_utc();
+        remaining.as_seconds_f64()
+    }
+
+    /// A JWT-SVID for `audience`. Cached per audience set and refetched once
+    /// less than half of its lifetime remains; when the agent cannot be
+    /// reached, a cached token is served while it has time left, and an
+    /// expired one never is.
+    pub async fn jwt_svid(&self, audience: &[String]) -> Result<JwtSvidToken, IdentityError> {
+        let mut key = audience.to_vec();
+        key.sort();
+        key.dedup();
+        let mut cache = self.inner.jwt_cache.lock().await;
+        let now = OffsetDateTime::now_utc();
+        if let Some(cached) = cache.get(&key)
+            && now < cached.refresh_at
+        {
+            return Ok(cached.svid.clone());
+        }
+        match self.fetch_jwt(&key).await {
+            Ok(svid) => {
+                let lifetime = svid.expires_at - now;
+                cache.insert(
+                    key,
+                    CachedJwt {
+                        refresh_at: now + lifetime / 2,
+                        svid: svid.clone(),
+                    },
+                );
+                Ok(svid)
+            }
+            Err(e) => match cache.get(&key) {
+                Some(cached) if cached.svid.expires_at - JWT_MIN_REMAINING > now => {
+                    tracing::warn!(error = %e, "JWT-SVID refresh failed; serving the cached one");
+                    Ok(cached.svid.clone())
+                }
+                _ => {
+                    cache.remove(&key);
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    async fn fetch_jwt(&self, audience: &[String]) -> Result<JwtSvidToken, IdentityError> {
+        let err = |cause: String| IdentityError::Jwt {
+            audience: audience.to_vec(),
+            endpoint: self.inner.endpoint.clone(),
+            cause,
+        };
+        let fetch = async {
+            let client = WorkloadApiClient::connect_to(&self.inner.endpoint)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            client
+                .fetch_jwt_svid(audience, None)
+                .await
+                .map_err(|e| err(e.to_string()))
+        };
+        let svid = tokio::time::timeout(JWT_FETCH_TIMEOUT, fetch)
+            .await
+            .map_err(|_| err(format!("no answer within {JWT_FETCH_TIMEOUT:?}")))??;
+        let expires_at = svid.expiry();
+        if expires_at <= OffsetDateTime::now_utc() + JWT_MIN_REMAINING {
+            return Err(err("the agent returned an already expiring token".into()));
+        }
+        tracing::debug!(audience = ?audience, expires_at = %expires_at, "JWT-SVID fetched");
+        Ok(JwtSvidToken {
+            token: SecretString::from(svid.token().to_string()),
+            spiffe_id: svid.spiffe_id().to_string(),
+            audience: audience.to_vec(),
+            expires_at,
+        })
+    }
+}
+
+fn startup_error(config: &IdentityConfig, cause: String) -> IdentityError {
+    if let Some(path) = config.endpoint.strip_prefix("unix://")
+        && !std::path::Path::new(path).exists()
+    {
+        return IdentityError::SocketMissing {
+            path: path.to_string(),
+            waited: config.startup_timeout,
+        };
+    }
+    IdentityError::StartupTimeout {
+        endpoint: config.endpoint.clone(),
+        waited: config.startup_timeout,
+        cause,
+    }
+}
+
+fn svid_info(source: &X509Source) -> Result<SvidInfo, IdentityError> {
+    let svid = source
+        .svid()
+        .map_err(|e| IdentityError::Svid(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(svid.leaf().as_bytes())
+        .map_err(|e| IdentityError::Svid(e.to_string()))?;
+    let not_after = OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
+        .map_err(|e| IdentityError::Svid(e.to_string()))?;
+    Ok(SvidInfo {
+        spiffe_id: svid.spiffe_id().to_string(),
+        serial: cert
+            .raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        not_after,
+    })
+}
