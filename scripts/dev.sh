@@ -25,13 +25,24 @@ export SPIFFE_ENDPOINT_SOCKET="unix://$DEV_DIR/agent.sock"
 OIDC_ADDR="127.0.0.1:${OIDC_PORT:-8090}"
 export SPIFFE_OIDC_ISSUER="http://$OIDC_ADDR"
 log "starting the development SPIFFE agent on $DEV_DIR/agent.sock (OIDC discovery $SPIFFE_OIDC_ISSUER)"
-"$BIN" dev-agent --socket "$DEV_DIR/agent.sock" --trust-domain "$TRUST_DOMAIN" \
+setsid "$BIN" dev-agent --socket "$DEV_DIR/agent.sock" --trust-domain "$TRUST_DOMAIN" \
   --spiffe-id "$EXPECTED_SPIFFE_ID" --oidc-addr "$OIDC_ADDR" --state-dir "$DEV_DIR/agent-state" \
   >"$DEV_DIR/agent.log" 2>&1 &
 STARTED_PIDS+=("$!")
 for _ in $(seq 1 50); do [ -S "$DEV_DIR/agent.sock" ] && break; sleep 0.1; done
 [ -S "$DEV_DIR/agent.sock" ] || die "dev agent did not start; see .dev/agent.log"
 
+# PostgreSQL: the application database, stable roles and grants.
+export DB_NAME="${DB_NAME:-precinct}"
+export DB_VAULT_PASSWORD="${DB_VAULT_PASSWORD:-precinct-vault-dev}"
+DATABASE_ADMIN_URL="$DATABASE_ADMIN_URL" bash "$ROOT/scripts/bootstrap-db.sh"
+
+# OpenBao dev mode keeps nothing across restarts: configure it every time.
+BAO_BIN="$BAO_BIN" OIDC_DISCOVERY_URL="$SPIFFE_OIDC_ISSUER" SPIFFE_ID="$EXPECTED_SPIFFE_ID" \
+  DB_CONNECTION_URL="postgresql://{{username}}:{{password}}@$PG_HOST:$PG_PORT/$DB_NAME?sslmode=disable" \
+  bash "$ROOT/scripts/configure-openbao.sh"
+
+export DB_HOST="$PG_HOST" DB_PORT="$PG_PORT" DB_SSLMODE="${DB_SSLMODE:-disable}"
 export APP_ENV="${APP_ENV:-development}"
 export HTTP_ADDR="${HTTP_ADDR:-127.0.0.1:8000}"
 export LOG_FORMAT="${LOG_FORMAT:-pretty}"
@@ -46,10 +57,11 @@ export VAULT_TOKEN=$BAO_TOKEN
 export DATABASE_ADMIN_URL=$DATABASE_ADMIN_URL
 export SPIFFE_ENDPOINT_SOCKET=$SPIFFE_ENDPOINT_SOCKET
 export SPIFFE_OIDC_ISSUER=$SPIFFE_OIDC_ISSUER
+export DATABASE_URL=postgres://$PG_ADMIN_USER:$PG_ADMIN_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME
 export PATH=$DEV_DIR/venv/bin:\$PATH
 ENV
 
-log "precinct on http://$HTTP_ADDR  ·  Swagger UI: http://$HTTP_ADDR/docs  ·  inspect with: source .dev/env"
+log "precinct on http://$HTTP_ADDR (ready once /api/v1/health/ready says so)  ·  Swagger UI: http://$HTTP_ADDR/docs  ·  inspect with: source .dev/env"
 # Not exec: the EXIT trap must still stop what we started.
 "$BIN" serve &
 app=$!

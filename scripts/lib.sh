@@ -102,7 +102,9 @@ start_bao_dev() {
     die "something else answers on $BAO_ADDR; stop it or set BAO_PORT"
   fi
   log "starting OpenBao dev server on $BAO_ADDR"
-  "$BAO_BIN" server -dev -dev-root-token-id=root -dev-listen-address="127.0.0.1:$port" \
+  # Own session: a terminal's Ctrl-C reaches the backend first, which still
+  # needs OpenBao to revoke its credentials while shutting down.
+  setsid "$BAO_BIN" server -dev -dev-root-token-id=root -dev-listen-address="127.0.0.1:$port" \
     >"$DEV_DIR/bao.log" 2>&1 &
   echo $! >"$pidfile"
   STARTED_PIDS+=("$!")

@@ -1,12 +1,15 @@
 //! Wiring: builds every part in order and serves until asked to stop.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    backoff::Backoff,
+    bao::{BaoClient, Session},
     config::Config,
+    db::{self, Db},
     http::{self, AppState},
     identity::Identity,
     readiness::Readiness,
@@ -43,17 +46,24 @@ pub struct Application {
     tasks: TaskTracker,
     shutdown_trigger: CancellationToken,
     fatal: Fatal,
+    db: Option<Db>,
+    /// The OpenBao session, once logged in.
+    session: Arc<tokio::sync::OnceCell<Session>>,
 }
 
 impl Application {
     /// Binds the listener (port 0 picks a free one) and builds the router.
     pub async fn build(config: Config) -> Result<Self, AppError> {
-        Self::build_with_routes(config, axum::Router::new()).await
+        Self::build_with_routes(config, |_| axum::Router::new()).await
     }
 
-    /// As [`Application::build`], with `extra` routes mounted inside the same
-    /// middleware stack (tests mount deliberately slow or failing routes).
-    pub async fn build_with_routes(config: Config, extra: axum::Router) -> Result<Self, AppError> {
+    /// As [`Application::build`], with extra routes (made from the shared
+    /// state) mounted inside the same middleware stack: tests mount
+    /// deliberately slow, failing or database-backed routes.
+    pub async fn build_with_routes(
+        config: Config,
+        extra: impl FnOnce(AppState) -> axum::Router,
+    ) -> Result<Self, AppError> {
         let config = Arc::new(config);
         let listener = TcpListener::bind(config.http.addr)
             .await
@@ -63,10 +73,16 @@ impl Application {
             })?;
         let addr = listener.local_addr().map_err(AppError::Serve)?;
         let readiness = Readiness::new();
+        let db = match (&config.db, &config.bao) {
+            (Some(db), Some(bao)) => Some(Db::new(db.clone(), bao.clone())),
+            _ => None,
+        };
         let state = AppState {
             config: config.clone(),
             readiness: readiness.clone(),
+            db: db.clone(),
         };
+        let extra = extra(state.clone());
         let app = Self {
             router: http::router(state, extra),
             config,
@@ -77,6 +93,8 @@ impl Application {
             tasks: TaskTracker::new(),
             shutdown_trigger: CancellationToken::new(),
             fatal: Fatal::default(),
+            db,
+            session: Arc::new(tokio::sync::OnceCell::new()),
         };
         app.spawn_bring_up();
         Ok(app)
@@ -99,11 +117,20 @@ impl Application {
                 identity_config.endpoint
             ),
         );
+        let bao_check = self
+            .readiness
+            .register("openbao", "waiting for workload identity");
+        let db_check = self.readiness.register("database", "waiting for OpenBao");
         let (cancel, tasks, fatal, trigger) = (
             self.tasks_cancel.clone(),
             self.tasks.clone(),
             self.fatal.clone(),
             self.shutdown_trigger.clone(),
+        );
+        let (bao_config, db, session_cell) = (
+            self.config.bao.clone().expect("bao config with identity"),
+            self.db.clone().expect("db with identity"),
+            self.session.clone(),
         );
         self.tasks.spawn(async move {
             let identity = tokio::select! {
@@ -119,7 +146,43 @@ impl Application {
                     }
                 },
             };
-            identity.spawn_watch(check, cancel, &tasks);
+            identity.spawn_watch(check, cancel.clone(), &tasks);
+
+            let Some(session) =
+                Session::establish(&bao_config, &identity, &bao_check, &cancel).await
+            else {
+                return;
+            };
+            session.spawn_upkeep(identity.clone(), bao_check, cancel.clone(), &tasks);
+            let _ = session_cell.set(session);
+
+            if db.config().migrate_on_start {
+                db_check.set_not_ready("running migrations");
+                let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+                loop {
+                    let result = match BaoClient::login(&bao_config, &identity).await {
+                        Ok(client) => {
+                            let r = db::migrate(&client, db.config()).await;
+                            let _ = client.revoke_self().await;
+                            r
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                    match result {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "migrations failed; retrying");
+                            db_check.set_not_ready(format!("migrations failed: {e}"));
+                        }
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+            db_check.set_not_ready("obtaining database credentials");
+            db::spawn(db, identity, db_check, cancel, &tasks);
         });
     }
 
@@ -133,6 +196,11 @@ impl Application {
 
     pub fn readiness(&self) -> &Readiness {
         &self.readiness
+    }
+
+    /// The rotating pool (tests watch its generations).
+    pub fn db(&self) -> Option<Db> {
+        self.db.clone()
     }
 
     /// Cancelling this token shuts the application down exactly as SIGTERM does.
@@ -155,6 +223,7 @@ impl Application {
             tasks,
             shutdown_trigger,
             fatal,
+            ..
         } = self;
         tracing::info!(%addr, docs = %format!("http://{addr}/docs"), "listening");
 

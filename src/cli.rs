@@ -17,6 +17,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the API (the default). Configured by environment variables; see docs/configuration.md.
     Serve,
+    /// Apply pending database migrations (identity → OpenBao migrate role) and exit.
+    Migrate,
     /// Run the development SPIFFE Workload API (local development and tests only: it attests nothing).
     DevAgent(DevAgentArgs),
 }

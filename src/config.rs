@@ -102,6 +102,38 @@ pub struct IdentityConfig {
     pub jwt_audience: Vec<String>,
 }
 
+/// How precinct reaches OpenBao.
+#[derive(Debug, Clone)]
+pub struct BaoConfig {
+    pub addr: url::Url,
+    pub cacert: Option<std::path::PathBuf>,
+    pub jwt_mount: String,
+    pub jwt_role: String,
+    pub jwt_audience: Vec<String>,
+    pub db_mount: String,
+    pub db_role: String,
+    pub db_migrate_role: String,
+    pub kv_mount: String,
+    pub request_timeout: Duration,
+}
+
+/// Database connection and credential rotation.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+    pub sslmode: String,
+    pub pool_max: u32,
+    pub pool_min: u32,
+    pub acquire_timeout: Duration,
+    pub rotation_interval: Duration,
+    pub drain_timeout: Duration,
+    pub lease_safety_margin: Duration,
+    pub health_interval: Duration,
+    pub migrate_on_start: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub env: AppEnv,
@@ -113,6 +145,9 @@ pub struct Config {
     /// `None` only in development without `SPIFFE_ENDPOINT_SOCKET`: the HTTP
     /// surface runs alone, without identity or anything that needs it.
     pub identity: Option<IdentityConfig>,
+    /// Present whenever `identity` is: OpenBao and the database need it.
+    pub bao: Option<BaoConfig>,
+    pub db: Option<DbConfig>,
 }
 
 pub const DEFAULT_CORS_ORIGINS: &str = "http://localhost:3000,http://127.0.0.1:3000";
@@ -179,6 +214,12 @@ impl Config {
         }
 
         let identity = parse_identity(v, env)?;
+        let bao = parse_bao(v, env, allow_insecure, identity.as_ref())?;
+        let db = parse_db(v)?;
+        let (bao, db) = match identity {
+            Some(_) => (Some(bao), Some(db)),
+            None => (None, None),
+        };
 
         Ok(Config {
             env,
@@ -186,6 +227,8 @@ impl Config {
             http,
             log,
             identity,
+            bao,
+            db,
         })
     }
 }
@@ -237,6 +280,111 @@ fn parse_identity(v: &mut Vars<'_>, env: AppEnv) -> Result<Option<IdentityConfig
         startup_timeout,
         jwt_audience,
     }))
+}
+
+fn parse_bao(
+    v: &mut Vars<'_>,
+    env: AppEnv,
+    allow_insecure: bool,
+    identity: Option<&IdentityConfig>,
+) -> Result<BaoConfig, ConfigError> {
+    // BAO_ADDR wins; VAULT_ADDR is accepted for tools that only know Vault.
+    let bao_addr = v.get("BAO_ADDR");
+    let vault_addr = v.get("VAULT_ADDR");
+    let (var, raw) = match (bao_addr, vault_addr) {
+        (Some(a), _) => ("BAO_ADDR", a),
+        (None, Some(a)) => ("VAULT_ADDR", a),
+        (None, None) => ("BAO_ADDR", "http://127.0.0.1:8200".to_string()),
+    };
+    let addr: url::Url = raw
+        .parse()
+        .map_err(|e| ConfigError::new(var, format!("{raw:?} is not a URL: {e}")))?;
+    if !matches!(addr.scheme(), "http" | "https") {
+        return Err(ConfigError::new(var, "must be an http:// or https:// URL"));
+    }
+    if addr.scheme() == "http" && env.is_production() && !allow_insecure {
+        return Err(ConfigError::new(
+            var,
+            "plain http is refused in production; use https (with BAO_CACERT) or set ALLOW_INSECURE=true",
+        ));
+    }
+    let cacert = v.get("BAO_CACERT").map(std::path::PathBuf::from);
+    if let Some(path) = &cacert
+        && !path.is_file()
+    {
+        return Err(ConfigError::new(
+            "BAO_CACERT",
+            format!("{} is not a readable file", path.display()),
+        ));
+    }
+    Ok(BaoConfig {
+        addr,
+        cacert,
+        jwt_mount: v.string_or("BAO_JWT_MOUNT", "jwt"),
+        jwt_role: v.string_or("BAO_JWT_ROLE", "backend-role"),
+        jwt_audience: identity
+            .map(|i| i.jwt_audience.clone())
+            .unwrap_or_else(|| vec!["openbao".into()]),
+        db_mount: v.string_or("BAO_DB_MOUNT", "database"),
+        db_role: v.string_or("BAO_DB_ROLE", "precinct-runtime"),
+        db_migrate_role: v.string_or("BAO_DB_MIGRATE_ROLE", "precinct-migrate"),
+        kv_mount: v.string_or("BAO_KV_MOUNT", "secret"),
+        request_timeout: v.duration_or("BAO_REQUEST_TIMEOUT", "10s")?,
+    })
+}
+
+fn parse_db(v: &mut Vars<'_>) -> Result<DbConfig, ConfigError> {
+    let sslmode = v.string_or("DB_SSLMODE", "prefer");
+    if ![
+        "disable",
+        "allow",
+        "prefer",
+        "require",
+        "verify-ca",
+        "verify-full",
+    ]
+    .contains(&sslmode.as_str())
+    {
+        return Err(ConfigError::new(
+            "DB_SSLMODE",
+            format!(
+                "{sslmode:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+            ),
+        ));
+    }
+    let c = DbConfig {
+        host: v.string_or("DB_HOST", "127.0.0.1"),
+        port: v.parse_or("DB_PORT", 5432)?,
+        name: v.string_or("DB_NAME", "precinct"),
+        sslmode,
+        pool_max: v.parse_or("DB_POOL_MAX", 10)?,
+        pool_min: v.parse_or("DB_POOL_MIN", 1)?,
+        acquire_timeout: v.duration_or("DB_ACQUIRE_TIMEOUT", "5s")?,
+        rotation_interval: v.duration_or("DB_ROTATION_INTERVAL", "50m")?,
+        drain_timeout: v.duration_or("DB_DRAIN_TIMEOUT", "30s")?,
+        lease_safety_margin: v.duration_or("DB_LEASE_SAFETY_MARGIN", "5m")?,
+        health_interval: v.duration_or("DB_HEALTH_INTERVAL", "5s")?,
+        migrate_on_start: v.bool_or("DB_MIGRATE_ON_START", true)?,
+    };
+    if c.pool_max == 0 || c.pool_min > c.pool_max {
+        return Err(ConfigError::new(
+            "DB_POOL_MAX",
+            "must be at least 1 and at least DB_POOL_MIN",
+        ));
+    }
+    if c.drain_timeout >= c.rotation_interval {
+        return Err(ConfigError::new(
+            "DB_DRAIN_TIMEOUT",
+            "must be shorter than DB_ROTATION_INTERVAL (an old pool drains while the new one serves)",
+        ));
+    }
+    if c.health_interval.is_zero() {
+        return Err(ConfigError::new(
+            "DB_HEALTH_INTERVAL",
+            "must be greater than 0",
+        ));
+    }
+    Ok(c)
 }
 
 fn parse_cors(raw: &str) -> Result<CorsOrigins, String> {
@@ -363,6 +511,7 @@ mod tests {
         "SPIFFE_ENDPOINT_SOCKET",
         "unix:///run/spire/sockets/agent.sock",
     );
+    const BAO: (&str, &str) = ("BAO_ADDR", "https://openbao:8200");
 
     #[test]
     fn production_requires_the_workload_api_socket() {
@@ -376,21 +525,55 @@ mod tests {
 
     #[test]
     fn identity_settings_are_validated() {
-        let c = load(&[SOCKET, ("JWT_SVID_AUDIENCE", "openbao, other")]).unwrap();
+        let c = load(&[SOCKET, BAO, ("JWT_SVID_AUDIENCE", "openbao, other")]).unwrap();
         let id = c.identity.unwrap();
         assert_eq!(id.jwt_audience, vec!["openbao", "other"]);
         assert_eq!(id.startup_timeout, Duration::from_secs(30));
-        let err = load(&[SOCKET, ("EXPECTED_SPIFFE_ID", "not-a-spiffe-id")]).unwrap_err();
+        let err = load(&[SOCKET, BAO, ("EXPECTED_SPIFFE_ID", "not-a-spiffe-id")]).unwrap_err();
         assert_eq!(err.var, "EXPECTED_SPIFFE_ID");
         let err = load(&[("SPIFFE_ENDPOINT_SOCKET", "http://x")]).unwrap_err();
         assert_eq!(err.var, "SPIFFE_ENDPOINT_SOCKET");
-        let c = load(&[("SPIFFE_ENDPOINT_SOCKET", "/tmp/agent.sock")]).unwrap();
+        let c = load(&[("SPIFFE_ENDPOINT_SOCKET", "/tmp/agent.sock"), BAO]).unwrap();
         assert_eq!(c.identity.unwrap().endpoint, "unix:///tmp/agent.sock");
     }
 
     #[test]
+    fn production_refuses_plain_http_openbao_without_opt_in() {
+        let err = load(&[SOCKET, ("BAO_ADDR", "http://bao:8200")]).unwrap_err();
+        assert_eq!(err.var, "BAO_ADDR");
+        let err = load(&[SOCKET, ("VAULT_ADDR", "http://bao:8200")]).unwrap_err();
+        assert_eq!(err.var, "VAULT_ADDR", "the variable actually used is named");
+        let ok = load(&[SOCKET, ("BAO_ADDR", "https://bao:8200")]).unwrap();
+        assert_eq!(ok.bao.unwrap().addr.as_str(), "https://bao:8200/");
+        assert!(
+            load(&[
+                SOCKET,
+                ("BAO_ADDR", "http://bao:8200"),
+                ("ALLOW_INSECURE", "1")
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn rotation_settings_are_checked_together() {
+        let dev = ("APP_ENV", "development");
+        let err = load(&[
+            dev,
+            SOCKET,
+            ("DB_ROTATION_INTERVAL", "1m"),
+            ("DB_DRAIN_TIMEOUT", "2m"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "DB_DRAIN_TIMEOUT");
+        let c = load(&[dev, SOCKET]).unwrap().db.unwrap();
+        assert_eq!(c.rotation_interval, Duration::from_secs(50 * 60));
+        assert_eq!(c.pool_max, 10);
+    }
+
+    #[test]
     fn defaults_are_production_safe() {
-        let c = load(&[SOCKET]).unwrap();
+        let c = load(&[SOCKET, BAO]).unwrap();
         assert_eq!(c.env, AppEnv::Production);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.http.addr.to_string(), "0.0.0.0:8000");
@@ -420,7 +603,7 @@ mod tests {
             ("HTTP_BODY_LIMIT_BYTES", "-1"),
             ("ALLOW_INSECURE", "maybe"),
         ] {
-            let err = load(&[SOCKET, (var, value)]).unwrap_err();
+            let err = load(&[SOCKET, BAO, (var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{err}");
             assert!(err.to_string().contains(var));
             assert!(!err.to_string().contains('\n'));
@@ -429,9 +612,17 @@ mod tests {
 
     #[test]
     fn production_refuses_wildcard_cors_without_opt_in() {
-        let err = load(&[SOCKET, ("CORS_ORIGINS", "*")]).unwrap_err();
+        let err = load(&[SOCKET, BAO, ("CORS_ORIGINS", "*")]).unwrap_err();
         assert_eq!(err.var, "CORS_ORIGINS");
-        assert!(load(&[SOCKET, ("CORS_ORIGINS", "*"), ("ALLOW_INSECURE", "true")]).is_ok());
+        assert!(
+            load(&[
+                SOCKET,
+                BAO,
+                ("CORS_ORIGINS", "*"),
+                ("ALLOW_INSECURE", "true")
+            ])
+            .is_ok()
+        );
         assert!(load(&[("CORS_ORIGINS", "*"), ("APP_ENV", "development")]).is_ok());
     }
 }

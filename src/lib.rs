@@ -5,8 +5,11 @@
 //! external dependency and the background task that keeps it fresh.
 
 pub mod app;
+pub mod backoff;
+pub mod bao;
 pub mod cli;
 pub mod config;
+pub mod db;
 pub mod devagent;
 pub mod http;
 pub mod identity;

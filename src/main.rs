@@ -13,6 +13,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
         Command::DevAgent(args) => dev_agent(args).await,
+        Command::Migrate => migrate().await,
     }
 }
 
@@ -26,15 +27,33 @@ async fn dev_agent(args: precinct::cli::DevAgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve() -> anyhow::Result<()> {
-    let config = match Config::from_env() {
+fn load_config() -> Config {
+    match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
             // One line naming the variable, then a non-zero exit.
             eprintln!("precinct: {e}");
             std::process::exit(2);
         }
+    }
+}
+
+async fn migrate() -> anyhow::Result<()> {
+    let config = load_config();
+    telemetry::init(&config.log);
+    let (Some(identity), Some(bao), Some(db)) = (&config.identity, &config.bao, &config.db) else {
+        anyhow::bail!("SPIFFE_ENDPOINT_SOCKET is required to run migrations");
     };
+    let identity = precinct::identity::Identity::connect(identity).await?;
+    let client = precinct::bao::BaoClient::login(bao, &identity).await?;
+    let result = precinct::db::migrate(&client, db).await;
+    let _ = client.revoke_self().await;
+    result?;
+    Ok(())
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let config = load_config();
     telemetry::init(&config.log);
     let app = Application::build(config).await.context("startup failed")?;
     app.run_until_stopped().await.context("server failed")?;

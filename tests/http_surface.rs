@@ -245,7 +245,7 @@ async fn a_panicking_handler_answers_json_500() {
             ""
         }),
     );
-    let app = spawn_app_with_routes(&[], routes).await;
+    let app = spawn_app_with_routes(&[], |_| routes).await;
     let res = app.client.get(app.url("/test/panic")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let body: Value = res.json().await.unwrap();
@@ -265,7 +265,7 @@ async fn a_request_over_the_timeout_is_cut_with_json_503() {
             "late"
         }),
     );
-    let app = spawn_app_with_routes(&[("HTTP_REQUEST_TIMEOUT", "300ms")], routes).await;
+    let app = spawn_app_with_routes(&[("HTTP_REQUEST_TIMEOUT", "300ms")], |_| routes).await;
     let res = app.client.get(app.url("/test/slow")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = res.json().await.unwrap();
@@ -283,7 +283,7 @@ async fn shutdown_turns_readiness_503_and_lets_in_flight_requests_finish() {
     );
     let app = spawn_app_with_routes(
         &[("SHUTDOWN_DELAY", "1s"), ("SHUTDOWN_DRAIN_TIMEOUT", "10s")],
-        routes,
+        |_| routes,
     )
     .await;
     let slow = tokio::spawn({
@@ -328,7 +328,7 @@ async fn drain_is_bounded_by_the_drain_timeout() {
             ("SHUTDOWN_DRAIN_TIMEOUT", "500ms"),
             ("HTTP_REQUEST_TIMEOUT", "120s"),
         ],
-        routes,
+        |_| routes,
     )
     .await;
     let stuck = tokio::spawn({

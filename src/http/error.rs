@@ -202,3 +202,20 @@ mod tests {
         assert_eq!(redact_quoted("x: integer `12`"), "x: integer (redacted)");
     }
 }
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        use crate::db::DbError;
+        match e {
+            // The pool cannot serve (no credentials, revoked role, Postgres
+            // down): a retryable 503, not a 500.
+            DbError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database is temporarily unavailable; retry shortly",
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            other => Self::internal(other),
+        }
+    }
+}

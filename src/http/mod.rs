@@ -21,13 +21,15 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use error::{ApiError, ErrorBody, FieldError};
 pub use openapi::ApiDoc;
 
-use crate::{config::Config, readiness::Readiness};
+use crate::{config::Config, db::Db, readiness::Readiness};
 
 /// What handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub readiness: Readiness,
+    /// The rotating pool; `None` only when running without identity (dev).
+    pub db: Option<Db>,
 }
 
 /// The routes and their OpenAPI description, before middleware.

@@ -7,8 +7,11 @@ use precinct::{Application, Config, readiness::Readiness};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod stack;
+
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub db: Option<precinct::db::Db>,
     pub client: reqwest::Client,
     pub readiness: Readiness,
     pub shutdown: CancellationToken,
@@ -19,6 +22,15 @@ impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
+}
+
+/// Starts the app with owned settings (e.g. from `Stack::app_env`).
+pub async fn spawn_app_env(
+    env: &[(String, String)],
+    extra: impl FnOnce(precinct::http::AppState) -> axum::Router,
+) -> TestApp {
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    spawn_app_with_routes(&pairs, extra).await
 }
 
 /// A configuration for tests: development mode on a free loopback port,
@@ -36,10 +48,13 @@ pub fn test_config(overrides: &[(&str, &str)]) -> Config {
 }
 
 pub async fn spawn_app(overrides: &[(&str, &str)]) -> TestApp {
-    spawn_app_with_routes(overrides, axum::Router::new()).await
+    spawn_app_with_routes(overrides, |_| axum::Router::new()).await
 }
 
-pub async fn spawn_app_with_routes(overrides: &[(&str, &str)], extra: axum::Router) -> TestApp {
+pub async fn spawn_app_with_routes(
+    overrides: &[(&str, &str)],
+    extra: impl FnOnce(precinct::http::AppState) -> axum::Router,
+) -> TestApp {
     precinct::tls::install_crypto_provider();
     let config = test_config(overrides);
     init_logs();
@@ -49,8 +64,10 @@ pub async fn spawn_app_with_routes(overrides: &[(&str, &str)], extra: axum::Rout
     let addr = app.addr();
     let readiness = app.readiness().clone();
     let shutdown = app.shutdown_trigger();
+    let db = app.db();
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
+        db,
         addr,
         client: http(),
         readiness,

@@ -1,0 +1,64 @@
+-- Idempotent database bootstrap, run by an administrator connected to the
+-- application database (scripts/bootstrap-db.sh, the k8s bootstrap Job, tests).
+--
+-- Roles (cluster-wide, stable, never dropped by OpenBao):
+--   precinct_owner  NOLOGIN  owns the schema and every table: objects survive
+--                            the dynamic roles that come and go.
+--   precinct_app    NOLOGIN  DML only; OpenBao's runtime role joins it.
+--   precinct_vault  LOGIN    the connection OpenBao's database engine uses to
+--                            create and drop dynamic roles (its password is set
+--                            by the caller, never here).
+-- Dynamic roles (created by OpenBao, see scripts/configure-openbao.sh):
+--   runtime  IN ROLE precinct_app    → SELECT/INSERT/UPDATE/DELETE, no DDL
+--   migrate  IN ROLE precinct_owner  → runs migrations after SET ROLE precinct_owner
+
+-- Bootstraps of several databases may run at once (tests): one transaction,
+-- serialized by a lock held until it commits (role catalog rows are shared).
+BEGIN;
+SELECT pg_advisory_xact_lock(727274);
+
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'precinct_owner') THEN
+    CREATE ROLE precinct_owner NOLOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'precinct_app') THEN
+    CREATE ROLE precinct_app NOLOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'precinct_vault') THEN
+    CREATE ROLE precinct_vault LOGIN CREATEROLE;
+  END IF;
+END
+$$;
+
+-- PostgreSQL 16+ needs ADMIN OPTION to grant membership; harmless on 15.
+GRANT precinct_app TO precinct_vault WITH ADMIN OPTION;
+GRANT precinct_owner TO precinct_vault WITH ADMIN OPTION;
+-- Revocation terminates a dynamic role's sessions before dropping it.
+GRANT pg_signal_backend TO precinct_vault;
+
+DO $$
+BEGIN
+  EXECUTE format('GRANT CONNECT ON DATABASE %I TO precinct_app, precinct_owner, precinct_vault', current_database());
+  EXECUTE format('GRANT CREATE ON DATABASE %I TO precinct_owner', current_database());
+END
+$$;
+
+-- Nobody but the owner creates objects; the public schema is closed.
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+CREATE SCHEMA IF NOT EXISTS precinct AUTHORIZATION precinct_owner;
+ALTER SCHEMA precinct OWNER TO precinct_owner;
+REVOKE ALL ON SCHEMA precinct FROM PUBLIC;
+GRANT USAGE ON SCHEMA precinct TO precinct_app;
+
+-- Tables the owner creates later are usable by the app role, DML only.
+ALTER DEFAULT PRIVILEGES FOR ROLE precinct_owner IN SCHEMA precinct
+  GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO precinct_app;
+ALTER DEFAULT PRIVILEGES FOR ROLE precinct_owner IN SCHEMA precinct
+  GRANT USAGE, SELECT ON SEQUENCES TO precinct_app;
+ALTER DEFAULT PRIVILEGES FOR ROLE precinct_owner IN SCHEMA precinct
+  GRANT EXECUTE ON FUNCTIONS TO precinct_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA precinct TO precinct_app;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA precinct TO precinct_app;
+
+COMMIT;

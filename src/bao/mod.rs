@@ -1,0 +1,266 @@
+//! OpenBao: JWT login with a JWT-SVID, token upkeep, database credentials
+//! with leases, lease renew/revoke, KV v2.
+//!
+//! [`BaoClient`] is one logged-in token. The `db` module owns one per
+//! credential generation (a token's leases die with it, see
+//! docs/rotation.md); [`Session`] keeps a long-lived one for KV and Transit.
+
+mod endpoints;
+mod session;
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+use vaultrs::{
+    client::{Client, VaultClient, VaultClientSettingsBuilder},
+    error::ClientError,
+};
+
+pub use session::Session;
+
+use crate::{config::BaoConfig, identity::Identity};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BaoError {
+    #[error(
+        "OpenBao refused JWT login to role {role:?} on mount {mount:?} for {spiffe_id}: {message}"
+    )]
+    LoginDenied {
+        role: String,
+        mount: String,
+        spiffe_id: String,
+        message: String,
+    },
+    #[error("OpenBao {operation}: {message}")]
+    Api {
+        operation: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("OpenBao unreachable during {operation}: {message}")]
+    Unreachable {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("no JWT-SVID to log in with: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error("OpenBao client setup: {0}")]
+    Setup(String),
+}
+
+impl BaoError {
+    fn from_client(operation: &'static str, e: ClientError) -> Self {
+        match e {
+            ClientError::APIError { code, errors } => BaoError::Api {
+                operation,
+                status: code,
+                message: if errors.is_empty() {
+                    format!("status {code}")
+                } else {
+                    errors.join("; ")
+                },
+            },
+            other => BaoError::Unreachable {
+                operation,
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// 403/400 on a renewal: the token or lease cannot be extended.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, BaoError::Api { status, .. } if (400..500).contains(status))
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, BaoError::Api { status: 404, .. })
+    }
+}
+
+/// Dynamic database credentials and the lease that owns them.
+#[derive(Debug)]
+pub struct DbCredentials {
+    pub username: String,
+    pub password: SecretString,
+    pub lease_id: String,
+    pub lease_duration: Duration,
+    pub renewable: bool,
+}
+
+/// One logged-in OpenBao token.
+pub struct BaoClient {
+    client: VaultClient,
+    config: BaoConfig,
+    /// When the token expires unless renewed (as of login).
+    pub token_expires_at: OffsetDateTime,
+    /// The TTL granted at the last login or renewal.
+    pub token_ttl: Duration,
+    pub renewable: bool,
+}
+
+impl BaoClient {
+    fn unauthenticated(config: &BaoConfig) -> Result<VaultClient, BaoError> {
+        let mut settings = VaultClientSettingsBuilder::default();
+        settings
+            .address(config.addr.as_str())
+            .token("")
+            .timeout(Some(config.request_timeout));
+        if let Some(ca) = &config.cacert {
+            settings.ca_certs(vec![ca.display().to_string()]);
+        }
+        let settings = settings
+            .build()
+            .map_err(|e| BaoError::Setup(e.to_string()))?;
+        VaultClient::new(settings).map_err(|e| BaoError::Setup(e.to_string()))
+    }
+
+    /// Logs in with JWT auth, presenting a fresh JWT-SVID.
+    pub async fn login(config: &BaoConfig, identity: &Identity) -> Result<Self, BaoError> {
+        let svid = identity.jwt_svid(&config.jwt_audience).await?;
+        let mut client = Self::unauthenticated(config)?;
+        let auth = vaultrs::auth::oidc::login(
+            &client,
+            &config.jwt_mount,
+            svid.token.expose_secret(),
+            Some(config.jwt_role.clone()),
+        )
+        .await
+        .map_err(|e| match BaoError::from_client("login", e) {
+            BaoError::Api {
+                status: 400 | 403,
+                message,
+                ..
+            } => BaoError::LoginDenied {
+                role: config.jwt_role.clone(),
+                mount: config.jwt_mount.clone(),
+                spiffe_id: svid.spiffe_id.clone(),
+                message,
+            },
+            other => other,
+        })?;
+        client.set_token(&auth.client_token);
+        let ttl = Duration::from_secs(auth.lease_duration);
+        tracing::debug!(ttl = ?ttl, renewable = auth.renewable, "logged in to OpenBao");
+        Ok(Self {
+            client,
+            config: config.clone(),
+            token_expires_at: OffsetDateTime::now_utc() + ttl,
+            token_ttl: ttl,
+            renewable: auth.renewable,
+        })
+    }
+
+    pub fn config(&self) -> &BaoConfig {
+        &self.config
+    }
+
+    /// Renews the token by its login TTL and returns the TTL granted. OpenBao
+    /// caps it at the max TTL: less than asked means the end is near. The
+    /// caller tracks the new expiry.
+    pub async fn renew_self(&self) -> Result<Duration, BaoError> {
+        let increment = format!("{}s", self.token_ttl.as_secs().max(1));
+        let auth = vaultrs::token::renew_self(&self.client, Some(&increment))
+            .await
+            .map_err(|e| BaoError::from_client("token renewal", e))?;
+        Ok(Duration::from_secs(auth.lease_duration))
+    }
+
+    /// Revokes this token and, with it, every lease it created.
+    pub async fn revoke_self(&self) -> Result<(), BaoError> {
+        vaultrs::api::exec_with_empty(&self.client, endpoints::TokenRevokeSelfRequest {})
+            .await
+            .map_err(|e| BaoError::from_client("token revocation", e))
+    }
+
+    /// New dynamic database credentials for `role`, with their lease.
+    pub async fn db_credentials(&self, role: &str) -> Result<DbCredentials, BaoError> {
+        let response = vaultrs::api::exec_with_no_result(
+            &self.client,
+            endpoints::DbCredsRequest {
+                mount: self.config.db_mount.clone(),
+                role: role.to_string(),
+            },
+        )
+        .await
+        .map_err(|e| BaoError::from_client("database credentials", e))?;
+        Ok(DbCredentials {
+            username: response.data.username,
+            password: response.data.password,
+            lease_id: response.lease_id,
+            lease_duration: Duration::from_secs(response.lease_duration),
+            renewable: response.renewable,
+        })
+    }
+
+    pub async fn renew_lease(
+        &self,
+        lease_id: &str,
+        increment: Duration,
+    ) -> Result<Duration, BaoError> {
+        let response = vaultrs::api::exec_with_no_result(
+            &self.client,
+            endpoints::LeaseRenewRequest {
+                lease_id: lease_id.to_string(),
+                increment: increment.as_secs(),
+            },
+        )
+        .await
+        .map_err(|e| BaoError::from_client("lease renewal", e))?;
+        Ok(Duration::from_secs(response.lease_duration))
+    }
+
+    /// Revokes a lease: OpenBao runs the role's revocation statements
+    /// (terminate its sessions, drop the role).
+    pub async fn revoke_lease(&self, lease_id: &str) -> Result<(), BaoError> {
+        vaultrs::api::exec_with_empty(
+            &self.client,
+            endpoints::LeaseRevokeRequest {
+                lease_id: lease_id.to_string(),
+            },
+        )
+        .await
+        .map_err(|e| BaoError::from_client("lease revocation", e))
+    }
+
+    /// Reads a KV v2 secret; `Ok(None)` when absent or deleted.
+    pub async fn kv_read<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, BaoError> {
+        match vaultrs::kv2::read(&self.client, &self.config.kv_mount, path).await {
+            Ok(value) => Ok(Some(value)),
+            Err(e) => {
+                let e = BaoError::from_client("KV read", e);
+                if e.is_not_found() { Ok(None) } else { Err(e) }
+            }
+        }
+    }
+
+    pub async fn kv_write<T: serde::Serialize>(
+        &self,
+        path: &str,
+        value: &T,
+    ) -> Result<(), BaoError> {
+        vaultrs::kv2::set(&self.client, &self.config.kv_mount, path, value)
+            .await
+            .map(|_| ())
+            .map_err(|e| BaoError::from_client("KV write", e))
+    }
+
+    /// Deletes every version and the metadata: nothing of the secret remains.
+    pub async fn kv_delete(&self, path: &str) -> Result<(), BaoError> {
+        match vaultrs::kv2::delete_metadata(&self.client, &self.config.kv_mount, path).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = BaoError::from_client("KV delete", e);
+                if e.is_not_found() { Ok(()) } else { Err(e) }
+            }
+        }
+    }
+
+    /// The underlying vaultrs client, for endpoints vaultrs covers (Transit).
+    pub fn vault(&self) -> &VaultClient {
+        &self.client
+    }
+}

@@ -1,0 +1,268 @@
+//! A real stack for one test: the development SPIFFE agent, a real OpenBao
+//! dev server on a free port, and a fresh PostgreSQL database bootstrapped
+//! and configured exactly as scripts/dev.sh does. Nothing is mocked.
+#![allow(dead_code)]
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use precinct::devagent::DevAgent;
+use sqlx::{Connection, Executor, PgConnection};
+
+/// Same value scripts/dev.sh uses, so a dev stack and tests can share a cluster.
+pub const VAULT_DB_PASSWORD: &str = "precinct-vault-dev";
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+pub struct Lifetimes {
+    pub token_ttl: &'static str,
+    pub token_max_ttl: &'static str,
+    pub lease_ttl: &'static str,
+    pub lease_max_ttl: &'static str,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self {
+            token_ttl: "60s",
+            token_max_ttl: "10m",
+            lease_ttl: "60s",
+            lease_max_ttl: "10m",
+        }
+    }
+}
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub agent: Option<DevAgent>,
+    pub bao: Option<Child>,
+    pub bao_port: u16,
+    pub db_name: String,
+    pub admin_url: String,
+    pub lifetimes: Lifetimes,
+}
+
+pub fn bao_bin() -> PathBuf {
+    std::env::var("PRECINCT_TEST_BAO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(ROOT).join(".dev/venv/bin/bao"))
+}
+
+pub fn admin_url() -> String {
+    std::env::var("PRECINCT_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        "postgres://precinct_admin:precinct_admin@127.0.0.1:5432/postgres".into()
+    })
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+impl Stack {
+    pub async fn start(lifetimes: Lifetimes) -> Stack {
+        let bin = bao_bin();
+        assert!(
+            bin.exists(),
+            "no OpenBao binary at {} (run scripts/test.sh, which installs it)",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let agent = super::start_agent(dir.path(), |_| {}).await;
+        let admin_url = admin_url();
+        let db_name = format!(
+            "precinct_t_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .expect("PostgreSQL admin connection (run scripts/test.sh, which sets it up)");
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE \"{db_name}\""
+            )))
+            .await
+            .unwrap();
+        let mut conn = PgConnection::connect(&with_db(&admin_url, &db_name))
+            .await
+            .unwrap();
+        // Role catalog rows are shared by all databases, and PostgreSQL's
+        // catalog snapshots make concurrent GRANT/ALTER ROLE on them fail:
+        // bootstrap one database at a time.
+        static BOOTSTRAP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _serial = BOOTSTRAP.lock().await;
+        let bootstrap = std::fs::read_to_string(format!("{ROOT}/sql/bootstrap.sql")).unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(bootstrap))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        // Under the bootstrap's lock: concurrent ALTER ROLEs collide.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(727274); ALTER ROLE precinct_vault PASSWORD '{VAULT_DB_PASSWORD}'; COMMIT;"
+        )))
+        .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut stack = Stack {
+            dir,
+            agent: Some(agent),
+            bao: None,
+            bao_port: free_port(),
+            db_name,
+            admin_url,
+            lifetimes,
+        };
+        stack.start_bao().await;
+        stack
+            .configure_bao()
+            .await
+            .expect("configure-openbao.sh succeeds");
+        stack
+    }
+
+    pub fn bao_addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.bao_port)
+    }
+
+    pub fn agent(&self) -> &DevAgent {
+        self.agent.as_ref().unwrap()
+    }
+
+    pub async fn start_bao(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("bao.log")).unwrap();
+        let child = Command::new(bao_bin())
+            .args(["server", "-dev", "-dev-root-token-id=root"])
+            .arg(format!("-dev-listen-address=127.0.0.1:{}", self.bao_port))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.bao = Some(child);
+        let client = super::http();
+        for _ in 0..100 {
+            if let Ok(r) = client
+                .get(format!("{}/v1/sys/health", self.bao_addr()))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("OpenBao dev server did not start");
+    }
+
+    pub fn stop_bao(&mut self) {
+        if let Some(mut child) = self.bao.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs scripts/configure-openbao.sh against this stack; returns its output.
+    /// (Async: OpenBao calls back into the in-process agent's OIDC endpoint.)
+    pub async fn configure_bao(&self) -> Result<String, String> {
+        let agent = self.agent();
+        let out = tokio::process::Command::new("bash")
+            .arg(format!("{ROOT}/scripts/configure-openbao.sh"))
+            .env("BAO_BIN", bao_bin())
+            .env("BAO_ADDR", self.bao_addr())
+            .env("BAO_TOKEN", "root")
+            .env("OIDC_DISCOVERY_URL", agent.issuer())
+            .env("SPIFFE_ID", super::SPIFFE_ID)
+            .env(
+                "DB_CONNECTION_URL",
+                format!(
+                    "postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:5432/{}?sslmode=disable",
+                    self.db_name
+                ),
+            )
+            .env("DB_VAULT_PASSWORD", VAULT_DB_PASSWORD)
+            .env("TOKEN_TTL", self.lifetimes.token_ttl)
+            .env("TOKEN_MAX_TTL", self.lifetimes.token_max_ttl)
+            .env("DB_LEASE_TTL", self.lifetimes.lease_ttl)
+            .env("DB_LEASE_MAX_TTL", self.lifetimes.lease_max_ttl)
+            .output()
+            .await
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Settings that point the app at this stack, plus `extra`.
+    pub fn app_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("SPIFFE_ENDPOINT_SOCKET".into(), self.agent().endpoint()),
+            ("EXPECTED_SPIFFE_ID".into(), super::SPIFFE_ID.into()),
+            ("BAO_ADDR".into(), self.bao_addr()),
+            ("DB_NAME".into(), self.db_name.clone()),
+            ("DB_SSLMODE".into(), "disable".into()),
+            ("DB_HEALTH_INTERVAL".into(), "300ms".into()),
+            ("DB_LEASE_SAFETY_MARGIN".into(), "5s".into()),
+            ("DB_DRAIN_TIMEOUT".into(), "3s".into()),
+            ("DB_ACQUIRE_TIMEOUT".into(), "3s".into()),
+        ]
+    }
+
+    /// A superuser connection to this test's database.
+    pub async fn admin(&self) -> PgConnection {
+        PgConnection::connect(&with_db(&self.admin_url, &self.db_name))
+            .await
+            .unwrap()
+    }
+
+    /// Calls OpenBao's HTTP API with the root token.
+    pub async fn bao_root(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        super::http()
+            .request(method, format!("{}/v1/{path}", self.bao_addr()))
+            .header("X-Vault-Token", "root")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop_bao();
+        // Best effort: the database is uniquely named, a leftover harms nothing.
+        let (url, db) = (self.admin_url.clone(), self.db_name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) = PgConnection::connect(&url).await {
+                    let _ = c
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+                        )))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
