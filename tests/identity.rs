@@ -457,7 +457,8 @@ async fn the_application_reports_identity_in_readiness() {
     eventually(Duration::from_secs(10), "identity ready", || {
         let (client, url) = (app.client.clone(), url.clone());
         async move {
-            let body: serde_json::Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            let body: serde_json::Value =
+                client.get(url).send().await.unwrap().json().await.unwrap();
             body["checks"]["identity"]["status"] == "ready"
         }
     })
@@ -466,7 +467,9 @@ async fn the_application_reports_identity_in_readiness() {
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["checks"]["openbao"]["status"], "not_ready");
-    let reason = body["checks"]["openbao"]["reason"].as_str().unwrap_or_default();
+    let reason = body["checks"]["openbao"]["reason"]
+        .as_str()
+        .unwrap_or_default();
     assert!(reason.contains("login"), "{body}");
     app.shutdown.cancel();
     app.handle.await.unwrap().unwrap();

@@ -12,54 +12,11 @@ use std::{
     time::Duration,
 };
 
-use axum::{Json, extract::State, routing::get};
 use common::{
     TestApp, eventually, spawn_app_env,
-    stack::{Lifetimes, Stack},
+    stack::{Lifetimes, Stack, db_route, env_with, wait_ready},
 };
-use precinct::http::{ApiError, AppState};
 use serde_json::{Value, json};
-use sqlx::Row;
-
-/// A DB-backed route: reads through the current pool, as every handler does.
-fn db_route(state: AppState) -> axum::Router {
-    async fn handler(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-        let db = state.db.as_ref().expect("db configured");
-        let pool = db.pool()?;
-        let row = sqlx::query("select current_user::text as who, count(*) as users from users")
-            .fetch_one(&*pool)
-            .await
-            .map_err(|e| db.classify(e))?;
-        Ok(Json(json!({"who": row.get::<String, _>("who"), "users": row.get::<i64, _>("users")})))
-    }
-    axum::Router::new()
-        .route("/test/db", get(handler))
-        .with_state(state)
-}
-
-fn env_with(stack: &Stack, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = stack.app_env();
-    for (k, v) in extra {
-        env.retain(|(ek, _)| ek != k);
-        env.push((k.to_string(), v.to_string()));
-    }
-    env
-}
-
-async fn wait_ready(app: &TestApp, within: Duration) {
-    let url = app.url("/api/v1/health/ready");
-    eventually(within, "readiness 200", || {
-        let (c, u) = (app.client.clone(), url.clone());
-        async move {
-            c.get(u)
-                .send()
-                .await
-                .map(|r| r.status() == 200)
-                .unwrap_or(false)
-        }
-    })
-    .await;
-}
 
 async fn generation(app: &TestApp) -> u64 {
     app.db

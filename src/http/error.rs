@@ -189,20 +189,6 @@ fn redact_quoted(message: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quoted_values_are_redacted() {
-        assert_eq!(
-            redact_quoted("password: invalid type: string \"hunter2\", expected u32"),
-            "password: invalid type: string (redacted), expected u32"
-        );
-        assert_eq!(redact_quoted("x: integer `12`"), "x: integer (redacted)");
-    }
-}
-
 impl From<crate::db::DbError> for ApiError {
     fn from(e: crate::db::DbError) -> Self {
         use crate::db::DbError;
@@ -217,5 +203,19 @@ impl From<crate::db::DbError> for ApiError {
             .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
             other => Self::internal(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_values_are_redacted() {
+        assert_eq!(
+            redact_quoted("password: invalid type: string \"hunter2\", expected u32"),
+            "password: invalid type: string (redacted), expected u32"
+        );
+        assert_eq!(redact_quoted("x: integer `12`"), "x: integer (redacted)");
     }
 }
