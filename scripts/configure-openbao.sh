@@ -31,6 +31,11 @@ mounted secrets "$DB_MOUNT" || "$BAO" secrets enable -path="$DB_MOUNT" database 
 mounted secrets "$KV_MOUNT" || "$BAO" secrets enable -path="$KV_MOUNT" -version=2 kv >/dev/null
 mounted secrets "$TRANSIT_MOUNT" || "$BAO" secrets enable -path="$TRANSIT_MOUNT" transit >/dev/null
 
+# Access tokens are signed here; the private key never leaves OpenBao.
+SIGNING_KEY="${AUTH_SIGNING_KEY:-precinct-access-token}"
+"$BAO" read "$TRANSIT_MOUNT/keys/$SIGNING_KEY" >/dev/null 2>&1 \
+  || "$BAO" write -f "$TRANSIT_MOUNT/keys/$SIGNING_KEY" type=ecdsa-p256 >/dev/null
+
 # The issuer OpenBao trusts: SPIRE's OIDC discovery provider (or the dev agent).
 "$BAO" write -force "auth/$JWT_MOUNT/config" \
   oidc_discovery_url="$OIDC_DISCOVERY_URL" bound_issuer="$OIDC_DISCOVERY_URL" >/dev/null
@@ -46,8 +51,9 @@ path "auth/token/revoke-self" { capabilities = ["update"] }
 path "auth/token/lookup-self" { capabilities = ["read"] }
 path "$KV_MOUNT/data/github/*" { capabilities = ["create", "read", "update", "delete"] }
 path "$KV_MOUNT/metadata/github/*" { capabilities = ["read", "delete"] }
-path "$TRANSIT_MOUNT/sign/precinct-access-token" { capabilities = ["update"] }
-path "$TRANSIT_MOUNT/keys/precinct-access-token" { capabilities = ["read"] }
+path "$TRANSIT_MOUNT/sign/$SIGNING_KEY" { capabilities = ["update"] }
+path "$TRANSIT_MOUNT/sign/$SIGNING_KEY/*" { capabilities = ["update"] }
+path "$TRANSIT_MOUNT/keys/$SIGNING_KEY" { capabilities = ["read"] }
 POLICY
 
 "$BAO" write "auth/$JWT_MOUNT/role/$JWT_ROLE" \

@@ -43,6 +43,12 @@ BAO_BIN="$BAO_BIN" OIDC_DISCOVERY_URL="$SPIFFE_OIDC_ISSUER" SPIFFE_ID="$EXPECTED
   bash "$ROOT/scripts/configure-openbao.sh"
 
 export DB_HOST="$PG_HOST" DB_PORT="$PG_PORT" DB_SSLMODE="${DB_SSLMODE:-disable}"
+
+# Migrations first (as the backend would at startup), then the demo users.
+log "migrating and seeding demo users (jake, amy, rosa, terry, charles, gina; password <name>99)"
+APP_ENV=development RUST_LOG=warn "$BIN" migrate
+psql "postgres://$PG_ADMIN_USER:$PG_ADMIN_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME" -v ON_ERROR_STOP=1 -q \
+  -f "$ROOT/sql/dev-seed.sql" >/dev/null
 export APP_ENV="${APP_ENV:-development}"
 export HTTP_ADDR="${HTTP_ADDR:-127.0.0.1:8000}"
 export LOG_FORMAT="${LOG_FORMAT:-pretty}"

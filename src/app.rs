@@ -77,10 +77,25 @@ impl Application {
             (Some(db), Some(bao)) => Some(Db::new(db.clone(), bao.clone())),
             _ => None,
         };
+        let session: Arc<tokio::sync::OnceCell<Session>> = Arc::new(tokio::sync::OnceCell::new());
+        let auth = db.as_ref().map(|db| {
+            let a = &config.auth;
+            let tokens = crate::auth::TokenService::new(
+                session.clone(),
+                a.transit_mount.clone(),
+                a.signing_key.clone(),
+                a.issuer.clone(),
+                a.audience.clone(),
+                a.access_ttl,
+                a.signing_key_refresh,
+            );
+            crate::auth::AuthService::new(db.clone(), tokens, a)
+        });
         let state = AppState {
             config: config.clone(),
             readiness: readiness.clone(),
             db: db.clone(),
+            auth,
         };
         let extra = extra(state.clone());
         let app = Self {
@@ -94,7 +109,7 @@ impl Application {
             shutdown_trigger: CancellationToken::new(),
             fatal: Fatal::default(),
             db,
-            session: Arc::new(tokio::sync::OnceCell::new()),
+            session,
         };
         app.spawn_bring_up();
         Ok(app)

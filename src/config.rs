@@ -134,6 +134,21 @@ pub struct DbConfig {
     pub migrate_on_start: bool,
 }
 
+/// Accounts and tokens.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub transit_mount: String,
+    pub signing_key: String,
+    pub signing_key_refresh: Duration,
+    pub hash_concurrency: usize,
+    pub login_per_ip_per_minute: u32,
+    pub login_per_username_per_minute: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub env: AppEnv,
@@ -148,6 +163,7 @@ pub struct Config {
     /// Present whenever `identity` is: OpenBao and the database need it.
     pub bao: Option<BaoConfig>,
     pub db: Option<DbConfig>,
+    pub auth: AuthConfig,
 }
 
 pub const DEFAULT_CORS_ORIGINS: &str = "http://localhost:3000,http://127.0.0.1:3000";
@@ -216,6 +232,7 @@ impl Config {
         let identity = parse_identity(v, env)?;
         let bao = parse_bao(v, env, allow_insecure, identity.as_ref())?;
         let db = parse_db(v)?;
+        let auth = parse_auth(v)?;
         let (bao, db) = match identity {
             Some(_) => (Some(bao), Some(db)),
             None => (None, None),
@@ -229,6 +246,7 @@ impl Config {
             identity,
             bao,
             db,
+            auth,
         })
     }
 }
@@ -382,6 +400,42 @@ fn parse_db(v: &mut Vars<'_>) -> Result<DbConfig, ConfigError> {
         return Err(ConfigError::new(
             "DB_HEALTH_INTERVAL",
             "must be greater than 0",
+        ));
+    }
+    Ok(c)
+}
+
+fn parse_auth(v: &mut Vars<'_>) -> Result<AuthConfig, ConfigError> {
+    // One core stays free for everything else while logins hash.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let c = AuthConfig {
+        issuer: v.string_or("AUTH_TOKEN_ISSUER", "precinct"),
+        audience: v.string_or("AUTH_TOKEN_AUDIENCE", "precinct-api"),
+        access_ttl: v.duration_or("AUTH_ACCESS_TOKEN_TTL", "15m")?,
+        refresh_ttl: v.duration_or("AUTH_REFRESH_TOKEN_TTL", "7d")?,
+        transit_mount: v.string_or("BAO_TRANSIT_MOUNT", "transit"),
+        signing_key: v.string_or("AUTH_SIGNING_KEY", "precinct-access-token"),
+        signing_key_refresh: v.duration_or("AUTH_SIGNING_KEY_REFRESH", "60s")?,
+        hash_concurrency: v.parse_or("AUTH_HASH_CONCURRENCY", cores.saturating_sub(1).max(1))?,
+        login_per_ip_per_minute: v.parse_or("AUTH_LOGIN_RATE_PER_IP", 30)?,
+        login_per_username_per_minute: v.parse_or("AUTH_LOGIN_RATE_PER_USERNAME", 10)?,
+    };
+    if c.access_ttl < Duration::from_secs(30) || c.access_ttl > Duration::from_secs(24 * 3600) {
+        return Err(ConfigError::new(
+            "AUTH_ACCESS_TOKEN_TTL",
+            "must be between 30s and 24h",
+        ));
+    }
+    if c.hash_concurrency == 0 {
+        return Err(ConfigError::new(
+            "AUTH_HASH_CONCURRENCY",
+            "must be at least 1",
+        ));
+    }
+    if c.login_per_ip_per_minute == 0 || c.login_per_username_per_minute == 0 {
+        return Err(ConfigError::new(
+            "AUTH_LOGIN_RATE_PER_IP",
+            "login rates must be at least 1 per minute",
         ));
     }
     Ok(c)

@@ -5,6 +5,8 @@
 //! external dependency and the background task that keeps it fresh.
 
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod backoff;
 pub mod bao;
 pub mod cli;

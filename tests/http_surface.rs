@@ -129,9 +129,27 @@ async fn openapi_is_3_1_and_documents_every_route_and_the_error_shape() {
         .await
         .unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
-    for path in ["/", "/api/v1/health", "/api/v1/health/ready"] {
-        assert!(spec["paths"][path]["get"].is_object(), "{path} missing");
+    for (path, method) in [
+        ("/", "get"),
+        ("/api/v1/health", "get"),
+        ("/api/v1/health/ready", "get"),
+        ("/api/v1/auth/register", "post"),
+        ("/api/v1/auth/login", "post"),
+        ("/api/v1/auth/refresh", "post"),
+        ("/api/v1/auth/logout", "post"),
+        ("/api/v1/auth/me", "get"),
+        ("/.well-known/jwks.json", "get"),
+    ] {
+        assert!(
+            spec["paths"][path][method].is_object(),
+            "{method} {path} missing"
+        );
     }
+    // /me needs the bearer scheme, so "Authorize" in /docs applies to it.
+    assert_eq!(
+        spec["paths"]["/api/v1/auth/me"]["get"]["security"][0]["bearer_auth"],
+        serde_json::json!([])
+    );
     assert!(spec["components"]["schemas"]["ErrorBody"].is_object());
     assert_eq!(
         spec["components"]["securitySchemes"]["bearer_auth"]["scheme"],

@@ -50,7 +50,7 @@ pub enum BaoError {
 }
 
 impl BaoError {
-    fn from_client(operation: &'static str, e: ClientError) -> Self {
+    pub(crate) fn from_client(operation: &'static str, e: ClientError) -> Self {
         match e {
             ClientError::APIError { code, errors } => BaoError::Api {
                 operation,

@@ -1,5 +1,6 @@
 //! The HTTP surface: router, middleware, error mapping, OpenAPI.
 
+mod auth;
 mod error;
 mod health;
 mod meta;
@@ -21,7 +22,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use error::{ApiError, ErrorBody, FieldError};
 pub use openapi::ApiDoc;
 
-use crate::{config::Config, db::Db, readiness::Readiness};
+use crate::{auth::AuthService, config::Config, db::Db, readiness::Readiness};
 
 /// What handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -30,6 +31,8 @@ pub struct AppState {
     pub readiness: Readiness,
     /// The rotating pool; `None` only when running without identity (dev).
     pub db: Option<Db>,
+    /// Accounts and tokens; `None` when running without the database.
+    pub auth: Option<AuthService>,
 }
 
 /// The routes and their OpenAPI description, before middleware.
@@ -38,6 +41,12 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(meta::root))
         .routes(routes!(health::liveness))
         .routes(routes!(health::readiness))
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::jwks))
         .with_state(state)
         .split_for_parts()
 }

@@ -1,0 +1,344 @@
+//! User accounts and tokens: registration with a password policy, Argon2id
+//! hashes (bcrypt upgraded on login), Transit-signed access tokens, rotating
+//! refresh tokens with reuse detection, login rate limits, audit rows.
+
+pub mod jwt;
+pub mod password;
+pub mod ratelimit;
+
+use std::{sync::Arc, time::Duration};
+
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use jwt::{AccessClaims, TokenError, TokenService};
+use password::{Hasher, Verified};
+use ratelimit::LoginLimiter;
+
+use crate::{
+    audit::{self, RequestMeta},
+    config::AuthConfig,
+    db::{Db, DbError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("username or email already registered")]
+    AccountExists,
+    #[error("too many attempts")]
+    RateLimited { retry_after: Duration },
+    #[error("refresh token invalid")]
+    RefreshInvalid,
+    #[error("refresh token reused")]
+    RefreshReused,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Hash(#[from] password::HashError),
+}
+
+/// A user as shown to its owner (no secrets).
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub created_at: OffsetDateTime,
+    pub github_configured: bool,
+}
+
+pub struct Tokens {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub refresh_token: SecretString,
+}
+
+#[derive(Clone)]
+pub struct AuthService {
+    db: Db,
+    hasher: Hasher,
+    tokens: TokenService,
+    limiter: Arc<LoginLimiter>,
+    refresh_ttl: Duration,
+}
+
+fn refresh_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn new_refresh_token() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl AuthService {
+    pub fn new(db: Db, tokens: TokenService, config: &AuthConfig) -> Self {
+        Self {
+            db,
+            hasher: Hasher::new(config.hash_concurrency),
+            tokens,
+            limiter: Arc::new(LoginLimiter::new(
+                config.login_per_ip_per_minute,
+                config.login_per_username_per_minute,
+            )),
+            refresh_ttl: config.refresh_ttl,
+        }
+    }
+
+    pub fn tokens(&self) -> &TokenService {
+        &self.tokens
+    }
+
+    fn sql(&self, e: sqlx::Error) -> AuthError {
+        AuthError::Db(self.db.classify(e))
+    }
+
+    /// Creates an account. Duplicate username (case-insensitive) or email
+    /// answers the same `AccountExists`, whichever collided.
+    pub async fn register(
+        &self,
+        username: &str,
+        email: &str,
+        password: &SecretString,
+        meta: &RequestMeta,
+    ) -> Result<User, AuthError> {
+        let hash = self.hasher.hash(password).await?;
+        let pool = self.db.pool()?;
+        let id = Uuid::now_v7();
+        let row = sqlx::query(
+            "insert into users (id, username, email, password_hash) values ($1, $2, $3, $4) \
+             on conflict do nothing returning created_at",
+        )
+        .bind(id)
+        .bind(username)
+        .bind(email)
+        .bind(&hash)
+        .fetch_optional(&*pool)
+        .await
+        .map_err(|e| self.sql(e))?;
+        let Some(row) = row else {
+            audit::record(&pool, "register", "conflict", None, meta, json!({})).await;
+            return Err(AuthError::AccountExists);
+        };
+        audit::record(&pool, "register", "success", Some(id), meta, json!({})).await;
+        Ok(User {
+            id,
+            username: username.to_string(),
+            email: email.to_string(),
+            created_at: row.get("created_at"),
+            github_configured: false,
+        })
+    }
+
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &SecretString,
+        meta: &RequestMeta,
+    ) -> Result<Tokens, AuthError> {
+        if let Err(retry_after) = self.limiter.check(meta.client_ip, username) {
+            if let Ok(pool) = self.db.pool() {
+                audit::record(
+                    &pool,
+                    "login",
+                    "failure",
+                    None,
+                    meta,
+                    json!({"reason": "rate_limited"}),
+                )
+                .await;
+            }
+            return Err(AuthError::RateLimited { retry_after });
+        }
+        let pool = self.db.pool()?;
+        let user = sqlx::query(
+            "select id, username, password_hash from users where lower(username) = lower($1)",
+        )
+        .bind(username)
+        .fetch_optional(&*pool)
+        .await
+        .map_err(|e| self.sql(e))?;
+        let stored: Option<String> = user.as_ref().map(|r| r.get("password_hash"));
+        let verified = self.hasher.verify(password, stored.as_deref()).await?;
+        let Some(user) = user.filter(|_| verified != Verified::No) else {
+            let reason = if stored.is_some() {
+                "bad_password"
+            } else {
+                "unknown_user"
+            };
+            audit::record(
+                &pool,
+                "login",
+                "failure",
+                None,
+                meta,
+                json!({"reason": reason}),
+            )
+            .await;
+            return Err(AuthError::InvalidCredentials);
+        };
+        let id: Uuid = user.get("id");
+        let name: String = user.get("username");
+        if verified == Verified::YesRehash {
+            // Transparent upgrade to Argon2id (from bcrypt or weaker params).
+            let fresh = self.hasher.hash(password).await?;
+            sqlx::query("update users set password_hash = $1 where id = $2")
+                .bind(&fresh)
+                .bind(id)
+                .execute(&*pool)
+                .await
+                .map_err(|e| self.sql(e))?;
+            tracing::info!(user_id = %id, "password hash upgraded to Argon2id");
+        }
+        let tokens = self.issue(&pool, id, &name, Uuid::new_v4()).await?;
+        audit::record(&pool, "login", "success", Some(id), meta, json!({})).await;
+        Ok(tokens)
+    }
+
+    async fn issue(
+        &self,
+        pool: &sqlx::PgPool,
+        user_id: Uuid,
+        username: &str,
+        family: Uuid,
+    ) -> Result<Tokens, AuthError> {
+        let access_token = self.tokens.issue(user_id, username).await?;
+        let refresh = new_refresh_token();
+        sqlx::query(
+            "insert into refresh_tokens (id, family_id, user_id, token_hash, expires_at) values ($1, $2, $3, $4, $5)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(family)
+        .bind(user_id)
+        .bind(refresh_hash(&refresh))
+        .bind(OffsetDateTime::now_utc() + self.refresh_ttl)
+        .execute(pool)
+        .await
+        .map_err(|e| self.sql(e))?;
+        Ok(Tokens {
+            access_token,
+            expires_in: self.tokens.ttl().as_secs(),
+            refresh_token: SecretString::from(refresh),
+        })
+    }
+
+    /// One use per refresh token; a second use revokes its whole family.
+    pub async fn refresh(
+        &self,
+        token: &SecretString,
+        meta: &RequestMeta,
+    ) -> Result<Tokens, AuthError> {
+        let pool = self.db.pool()?;
+        let hash = refresh_hash(token.expose_secret());
+        // Marks the token used atomically; a concurrent second use sees it used.
+        let row = sqlx::query(
+            "update refresh_tokens set used_at = now() \
+             where token_hash = $1 and used_at is null and revoked_at is null and expires_at > now() \
+             returning user_id, family_id",
+        )
+        .bind(&hash)
+        .fetch_optional(&*pool)
+        .await
+        .map_err(|e| self.sql(e))?;
+        let Some(row) = row else {
+            let known = sqlx::query("select user_id, family_id, used_at is not null as used from refresh_tokens where token_hash = $1")
+                .bind(&hash)
+                .fetch_optional(&*pool)
+                .await
+                .map_err(|e| self.sql(e))?;
+            if let Some(known) = known.filter(|r| r.get::<bool, _>("used")) {
+                let (user_id, family): (Uuid, Uuid) =
+                    (known.get("user_id"), known.get("family_id"));
+                self.revoke_family(&pool, family).await?;
+                audit::record(
+                    &pool,
+                    "refresh_reuse",
+                    "family_revoked",
+                    Some(user_id),
+                    meta,
+                    json!({}),
+                )
+                .await;
+                tracing::warn!(user_id = %user_id, "refresh token reused: family revoked");
+                return Err(AuthError::RefreshReused);
+            }
+            audit::record(
+                &pool,
+                "refresh",
+                "failure",
+                None,
+                meta,
+                json!({"reason": "invalid"}),
+            )
+            .await;
+            return Err(AuthError::RefreshInvalid);
+        };
+        let (user_id, family): (Uuid, Uuid) = (row.get("user_id"), row.get("family_id"));
+        let username: String = sqlx::query_scalar("select username from users where id = $1")
+            .bind(user_id)
+            .fetch_one(&*pool)
+            .await
+            .map_err(|e| self.sql(e))?;
+        let tokens = self.issue(&pool, user_id, &username, family).await?;
+        audit::record(&pool, "refresh", "success", Some(user_id), meta, json!({})).await;
+        Ok(tokens)
+    }
+
+    /// Revokes the family of `token` (every device session of that login).
+    pub async fn logout(&self, token: &SecretString, meta: &RequestMeta) -> Result<(), AuthError> {
+        let pool = self.db.pool()?;
+        let row =
+            sqlx::query("select user_id, family_id from refresh_tokens where token_hash = $1")
+                .bind(refresh_hash(token.expose_secret()))
+                .fetch_optional(&*pool)
+                .await
+                .map_err(|e| self.sql(e))?;
+        let Some(row) = row else {
+            return Err(AuthError::RefreshInvalid);
+        };
+        let user_id: Uuid = row.get("user_id");
+        self.revoke_family(&pool, row.get("family_id")).await?;
+        audit::record(&pool, "logout", "success", Some(user_id), meta, json!({})).await;
+        Ok(())
+    }
+
+    async fn revoke_family(&self, pool: &sqlx::PgPool, family: Uuid) -> Result<(), AuthError> {
+        sqlx::query("update refresh_tokens set revoked_at = now() where family_id = $1 and revoked_at is null")
+            .bind(family)
+            .execute(pool)
+            .await
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    pub async fn me(&self, user_id: Uuid) -> Result<Option<User>, AuthError> {
+        let pool = self.db.pool()?;
+        let row = sqlx::query(
+            "select u.id, u.username, u.email, u.created_at, \
+                    exists(select 1 from github_integrations g where g.user_id = u.id and g.token_status = 'valid') as github \
+             from users u where u.id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(&*pool)
+        .await
+        .map_err(|e| self.sql(e))?;
+        Ok(row.map(|r| User {
+            id: r.get("id"),
+            username: r.get("username"),
+            email: r.get("email"),
+            created_at: r.get("created_at"),
+            github_configured: r.get("github"),
+        }))
+    }
+}
