@@ -40,10 +40,11 @@ wrk -t2 -c16 -d"${D}s" --latency -H "Authorization: Bearer $TOKEN" "http://$ADDR
 log "/api/v1/health alone: ${D}s, 4 connections"
 wrk -t1 -c4 -d"${D}s" --latency "http://$ADDR/api/v1/health" >"$DEV_DIR/health.txt"
 log "/api/v1/health during a login flood (64 connections): ${D}s"
-wrk -t1 -c64 -d"$((D + 2))s" -s "$DEV_DIR/login.lua" "http://$ADDR/api/v1/auth/login" >"$DEV_DIR/flood.txt" &
+wrk -t1 -c64 -d"$((D + 2))s" --latency -s "$DEV_DIR/login.lua" "http://$ADDR/api/v1/auth/login" >"$DEV_DIR/flood.txt" &
+flood=$!
 sleep 1
 wrk -t1 -c4 -d"${D}s" --latency "http://$ADDR/api/v1/health" >"$DEV_DIR/health-flood.txt"
-wait
+wait "$flood"
 
 echo
 echo "precinct auth benchmark: release build, $(nproc) cores, AUTH_HASH_CONCURRENCY default"

@@ -38,8 +38,9 @@ run "$DEV_DIR/steady.txt"
 before=$(rotations)
 log "phase 2: rotating every second (SIGHUP), ${DURATION}s, $CONNS connections"
 ( for _ in $(seq 1 "$DURATION"); do kill -HUP "$app"; sleep 1; done ) &
+hups=$!
 run "$DEV_DIR/rotating.txt"
-wait
+wait "$hups"
 sleep 2
 after=$(rotations)
 
