@@ -5,17 +5,8 @@
 #   BENCH_DURATION (s, default 15)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-export DEV_DIR="$ROOT/.dev/bench"
-mkdir -p "$DEV_DIR"
 trap stop_started EXIT
-cd "$ROOT"
-need_cmd wrk wrk
-ensure_rust
-log "building the release binary"
-cargo build --release --locked --quiet
-BIN="$ROOT/target/release/precinct"
-export BAO_PORT="${BAO_PORT:-8210}" OIDC_PORT="${OIDC_PORT:-8091}"
-start_stack "$BIN" precinct_bench
+bench_setup
 
 ADDR="127.0.0.1:${BENCH_PORT:-8010}"
 D="${BENCH_DURATION:-15}"

@@ -15,7 +15,7 @@ start_stack "$ROOT/target/debug/precinct" "${DB_NAME:-precinct}"
 export APP_ENV="${APP_ENV:-development}"
 export HTTP_ADDR="${HTTP_ADDR:-127.0.0.1:8000}"
 export LOG_FORMAT="${LOG_FORMAT:-pretty}"
-export RUST_LOG="${RUST_LOG:-info,precinct=debug}"
+export RUST_LOG="${RUST_LOG:-info,precinct=debug,rustify=off,vaultrs=off}"
 
 cat >"$DEV_DIR/env" <<ENV
 # Written by scripts/dev.sh: \`source .dev/env\` to reach what it started.

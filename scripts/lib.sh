@@ -157,6 +157,21 @@ start_stack() {
     -f "$ROOT/sql/dev-seed.sql" >/dev/null
 }
 
+# Common start of the benchmarks: release build, their own stack in .dev/bench
+# (own OpenBao and agent ports, database precinct_bench). Sets BIN.
+bench_setup() {
+  export DEV_DIR="$ROOT/.dev/bench"
+  mkdir -p "$DEV_DIR"
+  cd "$ROOT"
+  need_cmd wrk wrk
+  ensure_rust
+  log "building the release binary"
+  cargo build --release --locked --quiet
+  BIN="$ROOT/target/release/precinct"
+  export BAO_PORT="${BAO_PORT:-8210}" OIDC_PORT="${OIDC_PORT:-8091}"
+  start_stack "$BIN" precinct_bench
+}
+
 # Waits until the backend on $1 (host:port) reports ready.
 wait_ready() {
   for _ in $(seq 1 300); do

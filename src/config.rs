@@ -207,7 +207,9 @@ impl Config {
         };
         let log = LogConfig {
             format: v.parse_or("LOG_FORMAT", default_format)?,
-            filter: v.string_or("RUST_LOG", "info"),
+            // The OpenBao client libraries log each failed request again at
+            // ERROR without context; precinct reports those failures itself.
+            filter: v.string_or("RUST_LOG", "info,rustify=off,vaultrs=off"),
         };
 
         let cors_raw = v.string_or("CORS_ORIGINS", DEFAULT_CORS_ORIGINS);

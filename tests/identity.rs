@@ -471,8 +471,7 @@ async fn the_application_reports_identity_in_readiness() {
         .as_str()
         .unwrap_or_default();
     assert!(reason.contains("login"), "{body}");
-    app.shutdown.cancel();
-    app.handle.await.unwrap().unwrap();
+    app.stop().await;
     agent.shutdown().await;
 }
 

@@ -30,15 +30,7 @@ async fn the_pool_recovers_after_postgres_restarts() {
     let stack = Stack::start(Lifetimes::default()).await;
     let app = spawn_app_env(&stack.app_env(), db_route).await;
     wait_ready(&app, Duration::from_secs(30)).await;
-    assert_eq!(
-        app.client
-            .get(app.url("/test/db"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.status("/test/db").await, 200);
 
     tokio::task::spawn_blocking(restart_postgres).await.unwrap();
 
@@ -57,16 +49,7 @@ async fn the_pool_recovers_after_postgres_restarts() {
     wait_ready(&app, Duration::from_secs(30)).await;
     // A burst right after recovery: every request served.
     for _ in 0..20 {
-        assert_eq!(
-            app.client
-                .get(app.url("/test/db"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(app.status("/test/db").await, 200);
     }
-    app.shutdown.cancel();
-    app.handle.await.unwrap().unwrap();
+    app.stop().await;
 }

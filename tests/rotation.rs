@@ -143,8 +143,7 @@ async fn rotation_under_load_loses_no_request_and_leaves_no_old_role_behind() {
 
     // Every retired generation's role is gone, with no session left behind;
     // a clean shutdown retires the last one too.
-    app.shutdown.cancel();
-    app.handle.await.unwrap().unwrap();
+    app.stop().await;
     let mut admin = stack.admin().await;
     for role in &roles {
         let exists: bool =
@@ -197,8 +196,7 @@ async fn the_runtime_role_has_dml_only_and_the_schema_belongs_to_the_stable_owne
     .await
     .unwrap();
     assert_eq!(owners, vec!["precinct_owner".to_string()]);
-    app.shutdown.cancel();
-    app.handle.await.unwrap().unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -263,8 +261,7 @@ async fn an_externally_revoked_lease_triggers_an_immediate_rotation() {
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert_ne!(body["who"], before.username.as_str());
-    app.shutdown.cancel();
-    app.handle.await.unwrap().unwrap();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,15 +320,7 @@ async fn openbao_outage_keeps_serving_then_readiness_follows_the_lease_margin_an
         .to_string();
     assert!(reason.contains("lease expires"), "{body}");
     // Still serving while unready.
-    assert_eq!(
-        app.client
-            .get(app.url("/test/db"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.status("/test/db").await, 200);
 
     // OpenBao returns (dev mode: empty, so configure it again): rotation
     // resumes without a restart.
@@ -340,17 +329,8 @@ async fn openbao_outage_keeps_serving_then_readiness_follows_the_lease_margin_an
     wait_ready(&app, Duration::from_secs(40)).await;
     let after = app.db.as_ref().unwrap().generation().unwrap();
     assert!(after.id > before.id);
-    assert_eq!(
-        app.client
-            .get(app.url("/test/db"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    app.shutdown.cancel();
-    app.handle.await.unwrap().unwrap();
+    assert_eq!(app.status("/test/db").await, 200);
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,8 +369,7 @@ async fn tokens_are_renewed_and_replaced_across_a_max_ttl_shorter_than_the_test(
         generation(&app).await >= first + 2,
         "generations replaced before their token's max TTL"
     );
-    app.shutdown.cancel();
-    app.handle.await.unwrap().unwrap();
+    app.stop().await;
 }
 
 #[tokio::test]

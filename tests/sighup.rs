@@ -39,15 +39,6 @@ async fn sighup_rotates_credentials_immediately() {
     )
     .await;
     assert_ne!(db.generation().unwrap().username, before.username);
-    assert_eq!(
-        app.client
-            .get(app.url("/test/db"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    app.shutdown.cancel();
-    app.handle.await.unwrap().unwrap();
+    assert_eq!(app.status("/test/db").await, 200);
+    app.stop().await;
 }

@@ -22,6 +22,23 @@ impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
+
+    /// Shuts down as SIGTERM would and expects a clean exit.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().expect("clean shutdown");
+    }
+
+    /// Status of a GET on `path`.
+    pub async fn status(&self, path: &str) -> u16 {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
 }
 
 /// Starts the app with owned settings (e.g. from `Stack::app_env`).
