@@ -184,13 +184,13 @@ impl FromRequestParts<AppState> for CurrentUser {
                 "the access token is invalid",
                 "invalid_token",
             )),
-            Err(e @ TokenError::Keys(_)) => Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "auth_unavailable",
-                "token verification keys are unavailable; retry shortly",
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")))
-            .inspect_err(|_| tracing::warn!(error = %e, "cannot verify access tokens")),
+            Err(e @ TokenError::Keys(_)) => {
+                tracing::warn!(error = %e, "cannot verify access tokens");
+                Err(ApiError::unavailable(
+                    "auth_unavailable",
+                    "token verification keys are unavailable; retry shortly",
+                ))
+            }
         }
     }
 }
@@ -229,12 +229,10 @@ impl From<AuthError> for ApiError {
             ),
             AuthError::Token(TokenError::Keys(detail)) => {
                 tracing::warn!(%detail, "token signing unavailable");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                ApiError::unavailable(
                     "auth_unavailable",
                     "token signing is unavailable; retry shortly",
                 )
-                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
             }
             AuthError::Token(other) => ApiError::internal(other),
             AuthError::Db(db) => db.into(),

@@ -76,14 +76,6 @@ impl ApiError {
         self
     }
 
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
-
     pub fn validation(details: Vec<FieldError>) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -93,12 +85,10 @@ impl ApiError {
         .with_details(details)
     }
 
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    /// A temporary 503 the client should retry: carries `Retry-After: 1`.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
     }
 
     /// A failure we do not explain to the client: logs `detail`, answers 500.
@@ -197,12 +187,10 @@ impl From<crate::db::DbError> for ApiError {
         match e {
             // The pool cannot serve (no credentials, revoked role, Postgres
             // down): a retryable 503, not a 500.
-            DbError::Unavailable(_) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            DbError::Unavailable(_) => Self::unavailable(
                 "database_unavailable",
                 "the database is temporarily unavailable; retry shortly",
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            ),
             other => Self::internal(other),
         }
     }

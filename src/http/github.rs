@@ -94,19 +94,15 @@ impl From<GithubError> for ApiError {
             }
             GithubError::Bao(e) => {
                 tracing::warn!(error = %e, "OpenBao KV failed");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                ApiError::unavailable(
                     "secrets_unavailable",
                     "the secret store is unavailable; retry shortly",
                 )
-                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
             }
-            GithubError::NoSession => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            GithubError::NoSession => ApiError::unavailable(
                 "secrets_unavailable",
                 "the secret store is not connected yet; retry shortly",
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            ),
             GithubError::Db(db) => db.into(),
         }
     }
