@@ -17,6 +17,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+log "static checks: Kubernetes manifests, Dockerfiles"
+bash "$ROOT/scripts/check-manifests.sh"
 log "cargo test"
 cargo test --locked --no-fail-fast
 log "all checks passed"
