@@ -49,6 +49,7 @@ pub struct Application {
     db: Option<Db>,
     /// The OpenBao session, once logged in.
     session: Arc<tokio::sync::OnceCell<Session>>,
+    events: crate::events::PodEvents,
 }
 
 impl Application {
@@ -73,8 +74,12 @@ impl Application {
             })?;
         let addr = listener.local_addr().map_err(AppError::Serve)?;
         let readiness = Readiness::new();
+        let events = crate::events::PodEvents::detect().await;
+        if events.is_enabled() {
+            tracing::info!("recording Kubernetes Events on this pod");
+        }
         let db = match (&config.db, &config.bao) {
-            (Some(db), Some(bao)) => Some(Db::new(db.clone(), bao.clone())),
+            (Some(db), Some(bao)) => Some(Db::new(db.clone(), bao.clone(), events.clone())),
             _ => None,
         };
         let session: Arc<tokio::sync::OnceCell<Session>> = Arc::new(tokio::sync::OnceCell::new());
@@ -114,6 +119,7 @@ impl Application {
             fatal: Fatal::default(),
             db,
             session,
+            events,
         };
         app.spawn_bring_up();
         Ok(app)
@@ -146,6 +152,7 @@ impl Application {
             self.fatal.clone(),
             self.shutdown_trigger.clone(),
         );
+        let events = self.events.clone();
         let (bao_config, db, session_cell) = (
             self.config.bao.clone().expect("bao config with identity"),
             self.db.clone().expect("db with identity"),
@@ -165,7 +172,7 @@ impl Application {
                     }
                 },
             };
-            identity.spawn_watch(check, cancel.clone(), &tasks);
+            identity.spawn_watch(check, events, cancel.clone(), &tasks);
 
             let Some(session) =
                 Session::establish(&bao_config, &identity, &bao_check, &cancel).await

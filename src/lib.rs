@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod devagent;
+pub mod events;
 pub mod github;
 pub mod http;
 pub mod identity;

@@ -106,6 +106,7 @@ async fn rotation_is_observed_without_restart() {
     let readiness = Readiness::new();
     identity.spawn_watch(
         readiness.register("identity", "starting"),
+        Default::default(),
         cancel.clone(),
         &tasks,
     );
@@ -395,7 +396,7 @@ async fn when_the_agent_goes_away_readiness_holds_until_expiry_and_recovers_when
     let (cancel, tasks) = (CancellationToken::new(), TaskTracker::new());
     let readiness = Readiness::new();
     let check = readiness.register("identity", "starting");
-    identity.spawn_watch(check.clone(), cancel.clone(), &tasks);
+    identity.spawn_watch(check.clone(), Default::default(), cancel.clone(), &tasks);
     eventually(Duration::from_secs(3), "identity ready", || {
         let c = check.clone();
         async move { c.is_ready() }

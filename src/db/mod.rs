@@ -25,6 +25,7 @@ pub use rotation::spawn;
 use crate::{
     bao::BaoError,
     config::{BaoConfig, DbConfig},
+    events::PodEvents,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,7 @@ struct Inner {
     rotate_now: Notify,
     config: DbConfig,
     bao: BaoConfig,
+    events: PodEvents,
 }
 
 /// Handle to the rotating pool. Cheap to clone.
@@ -65,13 +67,15 @@ impl Deref for PoolRef {
 }
 
 impl Db {
-    pub fn new(config: DbConfig, bao: BaoConfig) -> Self {
+    /// `events` records rotations and their failures on the Pod.
+    pub fn new(config: DbConfig, bao: BaoConfig, events: PodEvents) -> Self {
         Self {
             inner: Arc::new(Inner {
                 current: ArcSwapOption::empty(),
                 rotate_now: Notify::new(),
                 config,
                 bao,
+                events,
             }),
         }
     }

@@ -126,6 +126,17 @@ async fn rotation_loop(db: Db, identity: Identity, check: Check, cancel: Cancell
             Err(e) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?delay, "credential rotation failed; the current pool keeps serving");
+                db.inner
+                    .events
+                    .warning(
+                        "CredentialsRotationFailed",
+                        "RotateCredentials",
+                        format!(
+                            "{e}; retrying in {}s, the current pool keeps serving",
+                            delay.as_secs()
+                        ),
+                    )
+                    .await;
                 if let Some(g) = db.inner.current.load_full() {
                     keep_alive(&g).await;
                 } else {
@@ -225,6 +236,18 @@ async fn rotate(db: &Db, identity: &Identity, id: u64) -> Result<(), DbError> {
             "lease or token lifetime forces rotation before DB_ROTATION_INTERVAL; see docs/rotation.md"
         );
     }
+    db.inner
+        .events
+        .normal(
+            "CredentialsRotated",
+            "RotateCredentials",
+            format!(
+                "generation {id}: database role {}, lease {}s",
+                generation.username,
+                generation.lease_ttl.as_secs()
+            ),
+        )
+        .await;
     if let Some(old) = old {
         retire(old, db.config().drain_timeout).await;
     }

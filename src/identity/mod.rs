@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::IdentityConfig, readiness::Check};
+use crate::{config::IdentityConfig, events::PodEvents, readiness::Check};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -125,7 +125,14 @@ impl Identity {
 
     /// Spawns the task that follows rotations and keeps `check` current:
     /// ready while an unexpired X.509-SVID is held.
-    pub fn spawn_watch(&self, check: Check, cancel: CancellationToken, tasks: &TaskTracker) {
+    /// SVID rotations and identity loss are also recorded as Pod `events`.
+    pub fn spawn_watch(
+        &self,
+        check: Check,
+        events: PodEvents,
+        cancel: CancellationToken,
+        tasks: &TaskTracker,
+    ) {
         let this = self.clone();
         tasks.spawn(async move {
             let mut updates = this.inner.source.updated();
@@ -141,20 +148,35 @@ impl Identity {
                                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                             }
                         }
-                        this.observe();
+                        if let Some(info) = this.observe() {
+                            events
+                                .normal(
+                                    "SvidRotated",
+                                    "RotateSvid",
+                                    format!("{}: serial {}, not after {}", info.spiffe_id, info.serial, info.not_after),
+                                )
+                                .await;
+                        }
                     }
                     _ = tick.tick() => {}
                 }
+                let was_ready = check.is_ready();
                 this.judge(&check);
+                if was_ready && !check.is_ready() {
+                    events
+                        .warning("IdentityLost", "WatchSvid", format!("X.509-SVID expired; Workload API at {}", this.inner.endpoint))
+                        .await;
+                }
             }
             this.inner.source.shutdown().await;
         });
     }
 
-    /// Publishes the source's SVID when it differs from the last one seen.
-    fn observe(&self) {
+    /// Publishes the source's SVID when it differs from the last one seen;
+    /// returns it when it did.
+    fn observe(&self) -> Option<SvidInfo> {
         let Ok(info) = svid_info(&self.inner.source) else {
-            return;
+            return None;
         };
         let previous = self.inner.current.borrow().clone();
         if previous.serial != info.serial {
@@ -165,8 +187,10 @@ impl Identity {
                 previous_serial = %previous.serial,
                 "X.509-SVID rotated"
             );
-            self.inner.current.send_replace(info);
+            self.inner.current.send_replace(info.clone());
+            return Some(info);
         }
+        None
     }
 
     fn judge(&self, check: &Check) {
