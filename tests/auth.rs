@@ -109,15 +109,8 @@ async fn register_login_me_refresh_logout_full_flow() {
     assert_eq!(body["email"], "rosa_diaz@example.com");
 
     // The token verifies against the published JWKS, as any client would.
-    let jwks: jsonwebtoken::jwk::JwkSet = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
     let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find("precinct-access-token-v1").unwrap())
         .unwrap();
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
@@ -415,15 +408,7 @@ async fn access_token_verification_rejects_every_bad_token_with_the_right_code()
         URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#)
     );
     // Algorithm confusion: HS256 keyed with the public key.
-    let jwks: Value = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
     let hs256 = jsonwebtoken::encode(
         &jsonwebtoken::Header {
             kid: Some("precinct-access-token-v1".into()),
@@ -519,15 +504,7 @@ async fn a_signing_key_rotation_needs_no_restart_and_keeps_old_tokens_valid() {
         "old key still verifies"
     );
     assert_eq!(me(&app, after).await.status(), StatusCode::OK);
-    let jwks: Value = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
 }
 

@@ -13,15 +13,7 @@ use serde_json::Value;
 #[tokio::test]
 async fn root_names_the_service_and_links_docs() {
     let app = spawn_app(&[]).await;
-    let body: Value = app
-        .client
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = common::get_json(&app.client, app.url("/")).await;
     assert_eq!(body["name"], "precinct");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(body["links"]["docs"], "/docs");
@@ -119,15 +111,7 @@ async fn docs_serve_swagger_ui_and_its_assets_offline() {
 #[tokio::test]
 async fn openapi_is_3_1_and_documents_every_route_and_the_error_shape() {
     let app = spawn_app(&[]).await;
-    let spec: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = common::get_json(&app.client, app.url("/openapi.json")).await;
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
     for (path, method) in [
         ("/", "get"),

@@ -144,26 +144,14 @@ async fn a_jwt_svid_carries_the_audience_and_verifies_against_the_oidc_jwks() {
 
     // Verify like OpenBao does: discovery → jwks_uri → key by kid.
     let http = common::http();
-    let discovery: serde_json::Value = http
-        .get(format!(
-            "{}/.well-known/openid-configuration",
-            agent.issuer()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let discovery: serde_json::Value = common::get_json(
+        &http,
+        format!("{}/.well-known/openid-configuration", agent.issuer()),
+    )
+    .await;
     assert_eq!(discovery["issuer"], agent.issuer());
-    let jwks: jsonwebtoken::jwk::JwkSet = http
-        .get(discovery["jwks_uri"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        common::get_json(&http, discovery["jwks_uri"].as_str().unwrap()).await;
     let token = svid.token.expose_secret();
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.alg, Algorithm::ES256);
@@ -352,14 +340,8 @@ async fn after_a_signing_key_rotation_old_tokens_still_validate() {
     let new_kid = agent.rotate_jwt_key().await.unwrap();
     assert_ne!(old_kid, new_kid);
 
-    let jwks: serde_json::Value = common::http()
-        .get(format!("{}/keys", agent.issuer()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: serde_json::Value =
+        common::get_json(&common::http(), format!("{}/keys", agent.issuer())).await;
     let kids: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()
@@ -458,8 +440,7 @@ async fn the_application_reports_identity_in_readiness() {
     eventually(Duration::from_secs(10), "identity ready", || {
         let (client, url) = (app.client.clone(), url.clone());
         async move {
-            let body: serde_json::Value =
-                client.get(url).send().await.unwrap().json().await.unwrap();
+            let body: serde_json::Value = common::get_json(&client, url).await;
             body["checks"]["identity"]["status"] == "ready"
         }
     })

@@ -305,15 +305,7 @@ async fn openbao_outage_keeps_serving_then_readiness_follows_the_lease_margin_an
         },
     )
     .await;
-    let body: Value = app
-        .client
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = common::get_json(&app.client, &url).await;
     let reason = body["checks"]["database"]["reason"]
         .as_str()
         .unwrap_or_default()

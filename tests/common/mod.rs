@@ -155,3 +155,11 @@ pub fn http() -> reqwest::Client {
     precinct::tls::install_crypto_provider();
     reqwest::Client::new()
 }
+
+/// GET `url` and parse the JSON body (panics on any failure: tests only).
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+) -> T {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
