@@ -7,8 +7,10 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY proto ./proto
-# Migrations are embedded in the binary at compile time.
+# Migrations and the bootstrap scripts (`precinct bootstrap-files`) are
+# embedded in the binary at compile time.
 COPY sql ./sql
+COPY scripts/configure-openbao.sh scripts/bootstrap-db.sh ./scripts/
 COPY build.rs ./
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

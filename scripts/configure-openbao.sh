@@ -1,6 +1,7 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # OpenBao configuration as code: idempotent (a second run changes nothing and
-# fails on nothing). Needs BAO_ADDR and a token allowed to configure mounts
+# fails on nothing). POSIX sh with only the `bao` CLI: it runs unchanged in the
+# OpenBao image (the k8s/dev bootstrap Job) and on a workstation. Needs BAO_ADDR and a token allowed to configure mounts
 # (BAO_TOKEN), and the `bao` CLI on PATH (or BAO_BIN).
 #
 #   OIDC_DISCOVERY_URL  SPIFFE OIDC discovery (SPIRE's provider, or the dev agent)
@@ -11,7 +12,7 @@
 #   TOKEN_TTL / TOKEN_MAX_TTL           [90m / 3h]   JWT-login token lifetimes
 #   DB_LEASE_TTL / DB_LEASE_MAX_TTL     [90m / 3h]   dynamic credential lifetimes
 # See docs/rotation.md for why these lifetimes go together.
-set -euo pipefail
+set -eu
 BAO="${BAO_BIN:-bao}"
 : "${BAO_ADDR:?BAO_ADDR is required}" "${OIDC_DISCOVERY_URL:?}" "${SPIFFE_ID:?}" "${DB_CONNECTION_URL:?}"
 : "${DB_VAULT_USER:=precinct_vault}" "${DB_VAULT_PASSWORD:?}"
@@ -24,12 +25,13 @@ RUNTIME_ROLE="${BAO_DB_ROLE:-precinct-runtime}"; MIGRATE_ROLE="${BAO_DB_MIGRATE_
 TRANSIT_MOUNT="${BAO_TRANSIT_MOUNT:-transit}"
 export BAO_ADDR
 
-mounted() { "$BAO" "$1" list -format=json | python3 -c "import json,sys; sys.exit(0 if '$2/' in json.load(sys.stdin) else 1)"; }
+# `sys/auth/<path>` and `sys/mounts/<path>` answer 404 for what is not mounted.
+mounted() { "$BAO" read "sys/$1/$2" >/dev/null 2>&1; }
 
 mounted auth "$JWT_MOUNT" || "$BAO" auth enable -path="$JWT_MOUNT" jwt >/dev/null
-mounted secrets "$DB_MOUNT" || "$BAO" secrets enable -path="$DB_MOUNT" database >/dev/null
-mounted secrets "$KV_MOUNT" || "$BAO" secrets enable -path="$KV_MOUNT" -version=2 kv >/dev/null
-mounted secrets "$TRANSIT_MOUNT" || "$BAO" secrets enable -path="$TRANSIT_MOUNT" transit >/dev/null
+mounted mounts "$DB_MOUNT" || "$BAO" secrets enable -path="$DB_MOUNT" database >/dev/null
+mounted mounts "$KV_MOUNT" || "$BAO" secrets enable -path="$KV_MOUNT" -version=2 kv >/dev/null
+mounted mounts "$TRANSIT_MOUNT" || "$BAO" secrets enable -path="$TRANSIT_MOUNT" transit >/dev/null
 
 # Access tokens are signed here; the private key never leaves OpenBao.
 SIGNING_KEY="${AUTH_SIGNING_KEY:-precinct-access-token}"

@@ -145,12 +145,12 @@ start_stack() {
   # PostgreSQL: the application database, stable roles and grants.
   export DB_NAME="$2"
   export DB_VAULT_PASSWORD="${DB_VAULT_PASSWORD:-precinct-vault-dev}"
-  DATABASE_ADMIN_URL="$DATABASE_ADMIN_URL" bash "$ROOT/scripts/bootstrap-db.sh"
+  DATABASE_ADMIN_URL="$DATABASE_ADMIN_URL" sh "$ROOT/scripts/bootstrap-db.sh"
 
   # OpenBao dev mode keeps nothing across restarts: configure it every time.
   BAO_BIN="$BAO_BIN" OIDC_DISCOVERY_URL="$SPIFFE_OIDC_ISSUER" SPIFFE_ID="$EXPECTED_SPIFFE_ID" \
     DB_CONNECTION_URL="postgresql://{{username}}:{{password}}@$PG_HOST:$PG_PORT/$DB_NAME?sslmode=disable" \
-    bash "$ROOT/scripts/configure-openbao.sh"
+    sh "$ROOT/scripts/configure-openbao.sh"
 
   export DB_HOST="$PG_HOST" DB_PORT="$PG_PORT" DB_SSLMODE="${DB_SSLMODE:-disable}"
   # Migrations first (as the backend would at startup), then the demo users.

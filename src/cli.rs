@@ -19,6 +19,11 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations (identity → OpenBao migrate role) and exit.
     Migrate,
+    /// Write the OpenBao configuration script and the database bootstrap this build expects into DIR.
+    BootstrapFiles {
+        /// Directory to write configure-openbao.sh, bootstrap-db.sh and bootstrap.sql into.
+        dir: PathBuf,
+    },
     /// Run the development SPIFFE Workload API (local development and tests only: it attests nothing).
     DevAgent(DevAgentArgs),
 }

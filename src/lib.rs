@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod backoff;
 pub mod bao;
+pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod db;

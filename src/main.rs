@@ -14,6 +14,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve().await,
         Command::DevAgent(args) => dev_agent(args).await,
         Command::Migrate => migrate().await,
+        Command::BootstrapFiles { dir } => {
+            for path in precinct::bootstrap::write_files(&dir)
+                .with_context(|| format!("writing bootstrap files into {}", dir.display()))?
+            {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
     }
 }
 

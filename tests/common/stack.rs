@@ -61,7 +61,7 @@ pub fn admin_url() -> String {
     })
 }
 
-fn with_db(url: &str, db: &str) -> String {
+pub fn with_db(url: &str, db: &str) -> String {
     let mut u = url::Url::parse(url).unwrap();
     u.set_path(&format!("/{db}"));
     u.to_string()
@@ -172,7 +172,7 @@ impl Stack {
     /// (Async: OpenBao calls back into the in-process agent's OIDC endpoint.)
     pub async fn configure_bao(&self) -> Result<String, String> {
         let agent = self.agent();
-        let out = tokio::process::Command::new("bash")
+        let out = tokio::process::Command::new("sh")
             .arg(format!("{ROOT}/scripts/configure-openbao.sh"))
             .env("BAO_BIN", bao_bin())
             .env("BAO_ADDR", self.bao_addr())

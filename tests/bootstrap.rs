@@ -1,0 +1,112 @@
+//! `precinct bootstrap-files`: the image carries the configuration as code
+//! that the k8s bootstrap Job runs, and those scripts need nothing but `sh`
+//! and their tool (psql, bao).
+
+mod common;
+
+use std::{os::unix::fs::PermissionsExt, process::Command};
+
+use common::stack::{VAULT_DB_PASSWORD, admin_url, with_db};
+use sqlx::{Connection, PgConnection};
+
+const BIN: &str = env!("CARGO_BIN_EXE_precinct");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn write_files() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("bootstrap-files")
+        .arg(dir.path().join("bootstrap"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 3);
+    dir
+}
+
+#[test]
+fn bootstrap_files_are_the_repository_scripts_of_this_build() {
+    let dir = write_files();
+    for (name, repo_path, executable) in [
+        ("configure-openbao.sh", "scripts/configure-openbao.sh", true),
+        ("bootstrap-db.sh", "scripts/bootstrap-db.sh", true),
+        ("bootstrap.sql", "sql/bootstrap.sql", false),
+    ] {
+        let written = dir.path().join("bootstrap").join(name);
+        assert_eq!(
+            std::fs::read_to_string(&written).unwrap(),
+            std::fs::read_to_string(format!("{ROOT}/{repo_path}")).unwrap(),
+            "{name} differs from {repo_path}"
+        );
+        let mode = std::fs::metadata(&written).unwrap().permissions().mode();
+        assert_eq!(mode & 0o111 != 0, executable, "{name} mode {mode:o}");
+    }
+}
+
+#[test]
+fn bootstrap_files_into_an_unwritable_place_fail_with_the_path() {
+    let out = Command::new(BIN)
+        .args(["bootstrap-files", "/proc/precinct-cannot-write-here"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/proc/precinct-cannot-write-here"),
+        "{stderr}"
+    );
+}
+
+/// What the Job's database step runs: the written script, under a strict
+/// POSIX shell, twice (a re-run of the Job must change nothing and fail on
+/// nothing), then OpenBao's login works and the schema belongs to the owner.
+#[tokio::test]
+async fn the_database_bootstrap_is_posix_sh_and_idempotent() {
+    let dir = write_files();
+    let files = dir.path().join("bootstrap");
+    let db_name = format!("bootstrap_{}", std::process::id());
+    for run in 1..=2 {
+        let out = tokio::process::Command::new("sh")
+            .arg(files.join("bootstrap-db.sh"))
+            .env("DATABASE_ADMIN_URL", admin_url())
+            .env("DB_NAME", &db_name)
+            .env("DB_VAULT_PASSWORD", VAULT_DB_PASSWORD)
+            .env("SQL_DIR", &files)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "run {run}: {stderr}");
+        assert!(!stderr.contains("ERROR"), "run {run}: {stderr}");
+    }
+
+    let vault_url = {
+        let mut u = url::Url::parse(&with_db(&admin_url(), &db_name)).unwrap();
+        u.set_username("precinct_vault").unwrap();
+        u.set_password(Some(VAULT_DB_PASSWORD)).unwrap();
+        u.to_string()
+    };
+    let mut vault = PgConnection::connect(&vault_url)
+        .await
+        .expect("OpenBao's login works after the bootstrap");
+    let owner: String = sqlx::query_scalar(
+        "SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = 'precinct'",
+    )
+    .fetch_one(&mut vault)
+    .await
+    .unwrap();
+    assert_eq!(owner, "precinct_owner");
+    vault.close().await.unwrap();
+
+    let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE \"{db_name}\" WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+}
