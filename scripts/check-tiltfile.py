@@ -1,0 +1,163 @@
+"""Evaluates the Tiltfile with stubbed Tilt builtins (starlark-pyo3) against
+the rendered k8s/dev objects, and fails on anything `tilt up` would trip on:
+a path that does not exist, an object selector that matches no object or
+several, an object left uncategorized, a dependency on an unknown resource
+or a cycle, an image Tilt would not build or an unpinned one, and a backend
+that is not port-forwarded on 8000.
+
+usage: check-tiltfile.py TILTFILE RENDERED_K8S_DEV_YAML
+"""
+
+import pathlib
+import sys
+
+import starlark as sl
+import yaml
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet", "Pod", "CronJob"}
+
+tiltfile = pathlib.Path(sys.argv[1])
+root = tiltfile.parent
+objects = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
+errors = []
+builds, yamls, resources = [], [], {}
+
+
+def need_path(what, path):
+    if not (root / path).exists():
+        errors.append(f"{what}: {path} does not exist")
+
+
+def docker_build(ref, context=".", dockerfile="Dockerfile", only=(), **_):
+    need_path(f"docker_build({ref!r}) context", context)
+    need_path(f"docker_build({ref!r}) dockerfile", dockerfile)
+    for p in only:
+        need_path(f"docker_build({ref!r}) only", pathlib.Path(context) / p)
+    builds.append(ref)
+
+
+def kustomize(path, **_):
+    need_path("kustomize", pathlib.Path(path) / "kustomization.yaml")
+    return {"kustomize": path}
+
+
+def k8s_yaml(blob, **_):
+    yamls.append(blob)
+
+
+def k8s_resource(workload="", new_name="", objects=(), resource_deps=(), port_forwards=(), links=(), labels=(), **_):
+    name = new_name or workload
+    if name in resources:
+        errors.append(f"k8s_resource {name!r} configured twice")
+    resources[name] = {
+        "workload": workload,
+        "objects": list(objects),
+        "deps": list(resource_deps),
+        "port_forwards": [str(p) for p in port_forwards],
+    }
+
+
+def link(url, name=""):
+    return {"url": url, "name": name}
+
+
+def noop(*_, **__):
+    return None
+
+
+module = sl.Module()
+for name, fn in {
+    "docker_build": docker_build,
+    "kustomize": kustomize,
+    "k8s_yaml": k8s_yaml,
+    "k8s_resource": k8s_resource,
+    "link": link,
+    "version_settings": noop,
+    "update_settings": noop,
+}.items():
+    module.add_callable(name, fn)
+sl.eval(module, sl.parse(str(tiltfile), tiltfile.read_text()), sl.Globals.standard())
+
+if yamls != [{"kustomize": "k8s/dev"}]:
+    errors.append(f"the Tiltfile must apply exactly kustomize('k8s/dev'), applies {yamls}")
+
+
+def ident(o):
+    return (o["metadata"]["name"].lower(), o["kind"].lower(), o["metadata"].get("namespace", "").lower())
+
+
+workloads = {o["metadata"]["name"]: o for o in objects if o["kind"] in WORKLOAD_KINDS}
+assigned = {}
+for rname, r in resources.items():
+    if r["workload"] and r["workload"] not in workloads:
+        errors.append(f"k8s_resource {rname!r}: no workload of that name in k8s/dev")
+    for sel in r["objects"]:
+        parts = sel.lower().split(":")
+        matches = [o for o in objects if all(p == v for p, v in zip(parts, ident(o)))]
+        if len(matches) != 1:
+            errors.append(f"k8s_resource {rname!r}: object {sel!r} matches {len(matches)} objects")
+            continue
+        key = ident(matches[0])
+        if key in assigned:
+            errors.append(f"{sel!r} assigned to both {assigned[key]!r} and {rname!r}")
+        assigned[key] = rname
+
+all_resources = set(resources) | set(workloads)
+for o in objects:
+    if o["kind"] not in WORKLOAD_KINDS and ident(o) not in assigned:
+        errors.append(f"{o['kind']} {o['metadata']['name']} would be uncategorized (no ordering): assign it")
+
+for rname, r in resources.items():
+    for dep in r["deps"]:
+        if dep not in all_resources:
+            errors.append(f"k8s_resource {rname!r} depends on unknown resource {dep!r}")
+
+
+def visit(name, path):
+    if name in path:
+        errors.append("resource_deps cycle: " + " -> ".join(path + [name]))
+        return
+    for dep in resources.get(name, {}).get("deps", []):
+        visit(dep, path + [name])
+
+
+for rname in resources:
+    visit(rname, [])
+
+# Images: what Tilt builds must be used; everything else must be pinned.
+for o in objects:
+    spec = o.get("spec", {})
+    pod = spec.get("template", {}).get("spec", spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec", {}))
+    for c in pod.get("initContainers", []) + pod.get("containers", []):
+        repo, _, tag = c["image"].rpartition(":") if ":" in c["image"] else (c["image"], "", "")
+        if repo in builds:
+            continue
+        if not tag or tag == "latest":
+            errors.append(f"{o['kind']} {o['metadata']['name']}: image {c['image']} is not pinned")
+for ref in builds:
+    if not any(ref in str(o) for o in objects):
+        errors.append(f"docker_build({ref!r}) is not used by any k8s/dev object")
+
+backend = resources.get("backend")
+if not backend:
+    errors.append("no k8s_resource for the backend")
+elif "8000:8000" not in backend["port_forwards"] and "8000" not in backend["port_forwards"]:
+    errors.append(f"backend port_forwards {backend['port_forwards']}: /docs must be at localhost:8000")
+elif not any("cycle" in e for e in errors):
+    def upstream(name):
+        deps = set(resources.get(name, {}).get("deps", []))
+        return deps.union(*(upstream(d) for d in deps))
+
+    # infra → bootstrap → backend: the backend starts only once its
+    # identity, its OpenBao configuration and its database exist.
+    for must_precede in ("precinct-bootstrap", "spire-agent", "spiffe-csi-driver", "postgres", "openbao"):
+        if must_precede not in upstream("backend"):
+            errors.append(f"backend does not wait for {must_precede}")
+
+if errors:
+    print("Tiltfile check failed:", *errors, sep="\n  ")
+    sys.exit(1)
+print(
+    f"Tiltfile: {len(resources)} resources, {len(assigned)} objects assigned, "
+    f"{len(workloads)} workloads, builds {builds}, backend on localhost:8000"
+)
