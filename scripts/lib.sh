@@ -165,7 +165,7 @@ start_stack() {
 bench_setup() {
   export DEV_DIR="$ROOT/.dev/bench"
   mkdir -p "$DEV_DIR"
-  cd "$ROOT"
+  cd "$ROOT" || return
   need_cmd wrk wrk
   ensure_rust
   log "building the release binary"

@@ -17,8 +17,11 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
-log "static checks: Kubernetes manifests, Dockerfiles"
+log "static checks: Kubernetes manifests, Tiltfile, Dockerfiles, scripts"
 bash "$ROOT/scripts/check-manifests.sh"
 log "cargo test"
 cargo test --locked --no-fail-fast
+# The command the Dockerfile runs: the release build must compile too.
+log "cargo build --release --locked (as the Dockerfile)"
+cargo build --release --locked
 log "all checks passed"
