@@ -1,0 +1,108 @@
+//! The kubectl-driven scripts for clusters without Tilt, run against a fake
+//! `kubectl` that behaves like `spire-server entry show/create` behind
+//! `kubectl exec`: the arguments they send are the specification.
+
+use std::{path::Path, process::Command};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A `kubectl` that records every call and keeps registered SPIFFE IDs in a
+/// file, answering `entry show -spiffeID X` as spire-server does.
+const FAKE_KUBECTL: &str = r#"#!/bin/sh
+echo "$*" >> "$FAKE_DIR/calls"
+touch "$FAKE_DIR/entries"
+id=""; prev=""
+for a in "$@"; do [ "$prev" = "-spiffeID" ] && id="$a"; prev="$a"; done
+case "$*" in
+  *" entry show "*)
+    if grep -qx "$id" "$FAKE_DIR/entries"; then echo "Found 1 entry"; echo "Entry ID         : 1234"; else echo "Found 0 entries"; fi ;;
+  *" entry create "*)
+    echo "$id" >> "$FAKE_DIR/entries"; echo "Entry ID         : 1234" ;;
+esac
+"#;
+
+fn run_create_spire_entry(fake: &Path) -> Vec<String> {
+    let before = std::fs::read_to_string(fake.join("calls")).unwrap_or_default();
+    let out = Command::new("bash")
+        .arg(format!("{ROOT}/scripts/create-spire-entry.sh"))
+        .env(
+            "PATH",
+            format!("{}:{}", fake.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("FAKE_DIR", fake)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = std::fs::read_to_string(fake.join("calls")).unwrap();
+    after[before.len()..].lines().map(String::from).collect()
+}
+
+fn fake_kubectl() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = dir.path().join("kubectl");
+    std::fs::write(&kubectl, FAKE_KUBECTL).unwrap();
+    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn create_spire_entry_registers_a_node_alias_and_the_backend_under_it() {
+    let fake = fake_kubectl();
+    let calls = run_create_spire_entry(fake.path());
+    let creates: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.contains(" entry create "))
+        .collect();
+    assert_eq!(creates.len(), 2, "{calls:#?}");
+
+    let node = creates[0];
+    assert!(node.starts_with("exec -n spire spire-server-0 -c spire-server -- /opt/spire/bin/spire-server entry create -node"), "{node}");
+    assert!(
+        node.contains("-spiffeID spiffe://demo.local/ns/spire/sa/spire-agent"),
+        "{node}"
+    );
+    for selector in [
+        "k8s_psat:cluster:precinct-dev",
+        "k8s_psat:agent_ns:spire",
+        "k8s_psat:agent_sa:spire-agent",
+    ] {
+        assert!(node.contains(&format!("-selector {selector}")), "{node}");
+    }
+
+    let backend = creates[1];
+    assert!(
+        backend.contains("-parentID spiffe://demo.local/ns/spire/sa/spire-agent"),
+        "{backend}"
+    );
+    assert!(
+        backend.contains("-spiffeID spiffe://demo.local/ns/99-apps/sa/backend"),
+        "{backend}"
+    );
+    assert!(
+        backend.contains("-selector k8s:ns:99-apps -selector k8s:sa:backend"),
+        "{backend}"
+    );
+    for call in &calls {
+        assert!(
+            call.ends_with("-socketPath /tmp/spire-server/private/api.sock"),
+            "{call}"
+        );
+    }
+}
+
+#[test]
+fn create_spire_entry_run_twice_creates_nothing_the_second_time() {
+    let fake = fake_kubectl();
+    run_create_spire_entry(fake.path());
+    let second = run_create_spire_entry(fake.path());
+    assert!(
+        second.iter().all(|c| !c.contains(" entry create ")),
+        "{second:#?}"
+    );
+    assert_eq!(second.len(), 2, "only the two lookups: {second:#?}");
+}
