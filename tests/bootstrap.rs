@@ -6,7 +6,7 @@ mod common;
 
 use std::{os::unix::fs::PermissionsExt, process::Command};
 
-use common::stack::{VAULT_DB_PASSWORD, admin_url, with_db};
+use common::stack::{Lifetimes, Stack, VAULT_DB_PASSWORD, admin_url, with_db};
 use sqlx::{Connection, PgConnection};
 
 const BIN: &str = env!("CARGO_BIN_EXE_precinct");
@@ -109,4 +109,28 @@ async fn the_database_bootstrap_is_posix_sh_and_idempotent() {
     .execute(&mut admin)
     .await
     .unwrap();
+}
+
+/// The Job's OpenBao step runs in the OpenBao image, whose shell is BusyBox:
+/// over an already configured OpenBao (a re-run of the Job) it succeeds and
+/// changes nothing the backend relies on.
+#[tokio::test]
+async fn configure_openbao_reruns_cleanly_under_busybox_sh() {
+    let stack = Stack::start(Lifetimes::default()).await;
+    let out = stack
+        .configure_bao_with(&["busybox", "sh"])
+        .await
+        .expect("configure-openbao.sh under busybox sh");
+    assert!(out.contains("OpenBao configured"), "{out}");
+    let role: serde_json::Value = stack
+        .bao_root(
+            reqwest::Method::GET,
+            "auth/jwt/role/backend-role",
+            serde_json::Value::Null,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(role["data"]["bound_subject"], common::SPIFFE_ID, "{role}");
 }

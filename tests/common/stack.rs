@@ -171,8 +171,14 @@ impl Stack {
     /// Runs scripts/configure-openbao.sh against this stack; returns its output.
     /// (Async: OpenBao calls back into the in-process agent's OIDC endpoint.)
     pub async fn configure_bao(&self) -> Result<String, String> {
+        self.configure_bao_with(&["sh"]).await
+    }
+
+    /// The same, under another shell (`["busybox", "sh"]`: the OpenBao image's).
+    pub async fn configure_bao_with(&self, shell: &[&str]) -> Result<String, String> {
         let agent = self.agent();
-        let out = tokio::process::Command::new("sh")
+        let out = tokio::process::Command::new(shell[0])
+            .args(&shell[1..])
             .arg(format!("{ROOT}/scripts/configure-openbao.sh"))
             .env("BAO_BIN", bao_bin())
             .env("BAO_ADDR", self.bao_addr())
