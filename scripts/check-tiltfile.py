@@ -1,7 +1,8 @@
 """Evaluates the Tiltfile with stubbed Tilt builtins (starlark-pyo3) against
 the rendered k8s/dev objects, and fails on anything `tilt up` would trip on:
 a path that does not exist, an object selector that matches no object or
-several, an object left uncategorized, a dependency on an unknown resource
+several or names an object Tilt has already grouped (Services join the
+workload they select), an object left uncategorized, a dependency on an unknown resource
 or a cycle, an image Tilt would not build or an unpinned one, and a backend
 that is not port-forwarded on 8000.
 
@@ -88,6 +89,20 @@ def ident(o):
 
 workloads = {o["metadata"]["name"]: o for o in objects if o["kind"] in WORKLOAD_KINDS}
 assigned = {}
+# As Tilt does: a Service whose selector matches a workload's pod labels (same
+# namespace) joins that workload's resource before `objects` is applied, and
+# naming it in `objects` again is an error ("not found in remaining YAML").
+for wname, w in workloads.items():
+    pod_labels = (w["spec"].get("template") or w["spec"].get("jobTemplate", {}).get("spec", {}).get("template", {})).get("metadata", {}).get("labels", {})
+    for o in objects:
+        sel = o.get("spec", {}).get("selector")
+        if (
+            o["kind"] == "Service"
+            and ident(o) not in assigned
+            and o["metadata"].get("namespace") == w["metadata"].get("namespace")
+            and all(pod_labels.get(k) == v for k, v in (sel or {}).items())
+        ):
+            assigned[ident(o)] = wname
 for rname, r in resources.items():
     if r["workload"] and r["workload"] not in workloads:
         errors.append(f"k8s_resource {rname!r}: no workload of that name in k8s/dev")
@@ -99,7 +114,7 @@ for rname, r in resources.items():
             continue
         key = ident(matches[0])
         if key in assigned:
-            errors.append(f"{sel!r} assigned to both {assigned[key]!r} and {rname!r}")
+            errors.append(f"{sel!r} is already in resource {assigned[key]!r}; Tilt refuses it in {rname!r}")
         assigned[key] = rname
 
 all_resources = set(resources) | set(workloads)
