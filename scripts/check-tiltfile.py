@@ -34,6 +34,15 @@ def docker_build(ref, context=".", dockerfile="Dockerfile", only=(), **_):
     need_path(f"docker_build({ref!r}) dockerfile", dockerfile)
     for p in only:
         need_path(f"docker_build({ref!r}) only", pathlib.Path(context) / p)
+    # `only` narrows the build context: everything the Dockerfile copies must
+    # still be in it, or the build fails on the first `tilt up`.
+    if only and (root / dockerfile).exists():
+        for line in (root / dockerfile).read_text().splitlines():
+            words = line.split()
+            if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+                for src in words[1:-1]:
+                    if not any(src == o or src.startswith(o.rstrip("/") + "/") for o in only):
+                        errors.append(f"docker_build({ref!r}): {dockerfile} copies {src}, outside `only`")
     builds.append(ref)
 
 
