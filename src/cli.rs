@@ -1,9 +1,10 @@
 //! The command line: `precinct` serves; subcommands run tools of the same binary.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
+#[cfg(feature = "dev-agent")]
 use crate::devagent::DevAgentConfig;
 
 #[derive(Debug, Parser)]
@@ -25,10 +26,12 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Run the development SPIFFE Workload API (local development and tests only: it attests nothing).
+    #[cfg(feature = "dev-agent")]
     DevAgent(DevAgentArgs),
 }
 
-#[derive(Debug, Args)]
+#[cfg(feature = "dev-agent")]
+#[derive(Debug, clap::Args)]
 pub struct DevAgentArgs {
     /// Unix socket to serve the Workload API on.
     #[arg(long)]
@@ -41,24 +44,25 @@ pub struct DevAgentArgs {
     pub spiffe_id: String,
     /// Address of the OIDC discovery endpoint (/.well-known/openid-configuration, /keys).
     #[arg(long, default_value = "127.0.0.1:8090")]
-    pub oidc_addr: SocketAddr,
+    pub oidc_addr: std::net::SocketAddr,
     /// Issuer URL (defaults to http://<oidc-addr>).
     #[arg(long)]
     pub issuer: Option<String>,
     /// X.509-SVID lifetime; a fresh one is pushed at half of it.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    pub x509_ttl: Duration,
+    pub x509_ttl: std::time::Duration,
     /// JWT-SVID lifetime.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-    pub jwt_ttl: Duration,
+    pub jwt_ttl: std::time::Duration,
     /// Rotate the JWT signing key this often (the previous key stays published).
     #[arg(long, value_parser = humantime::parse_duration)]
-    pub jwt_key_rotation: Option<Duration>,
+    pub jwt_key_rotation: Option<std::time::Duration>,
     /// Keep the CA and signing key here across restarts.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
 }
 
+#[cfg(feature = "dev-agent")]
 impl From<DevAgentArgs> for DevAgentConfig {
     fn from(a: DevAgentArgs) -> Self {
         let mut c = DevAgentConfig::new(a.socket, &a.trust_domain, &a.spiffe_id, a.oidc_addr);

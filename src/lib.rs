@@ -13,6 +13,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod db;
+#[cfg(feature = "dev-agent")]
 pub mod devagent;
 pub mod events;
 pub mod github;

@@ -12,6 +12,7 @@ async fn main() -> anyhow::Result<()> {
     tls::install_crypto_provider();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
+        #[cfg(feature = "dev-agent")]
         Command::DevAgent(args) => dev_agent(args).await,
         Command::Migrate => migrate().await,
         Command::BootstrapFiles { dir } => {
@@ -25,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+#[cfg(feature = "dev-agent")]
 async fn dev_agent(args: precinct::cli::DevAgentArgs) -> anyhow::Result<()> {
     telemetry::init(&precinct::config::LogConfig {
         format: precinct::config::LogFormat::Pretty,
