@@ -11,6 +11,8 @@
 #   DB_VAULT_USER / DB_VAULT_PASSWORD   the precinct_vault login (sql/bootstrap.sql)
 #   TOKEN_TTL / TOKEN_MAX_TTL           [90m / 3h]   JWT-login token lifetimes
 #   DB_LEASE_TTL / DB_LEASE_MAX_TTL     [90m / 3h]   dynamic credential lifetimes
+#   DB_USERNAME_TEMPLATE  names of the dynamic roles   [OpenBao's default, v-…]
+#                         (tests put a tag in it to find and drop their roles)
 # See docs/rotation.md for why these lifetimes go together.
 set -eu
 BAO="${BAO_BIN:-bao}"
@@ -62,10 +64,12 @@ POLICY
   role_type=jwt user_claim=sub bound_subject="$SPIFFE_ID" bound_audiences="$JWT_AUDIENCE" \
   token_policies=precinct-backend token_ttl="$TOKEN_TTL" token_max_ttl="$TOKEN_MAX_TTL" >/dev/null
 
+set --
+if [ -n "${DB_USERNAME_TEMPLATE:-}" ]; then set -- username_template="$DB_USERNAME_TEMPLATE"; fi
 "$BAO" write "$DB_MOUNT/config/precinct" plugin_name=postgresql-database-plugin \
   connection_url="$DB_CONNECTION_URL" username="$DB_VAULT_USER" password="$DB_VAULT_PASSWORD" \
   allowed_roles="$RUNTIME_ROLE,$MIGRATE_ROLE" password_authentication=scram-sha-256 \
-  verify_connection=true >/dev/null
+  verify_connection=true "$@" >/dev/null
 
 # Revocation ends the role's sessions before dropping it: a revoked role
 # must not keep working through connections opened before.

@@ -24,7 +24,13 @@ spire_server() {
     /opt/spire/bin/spire-server "$@" -socketPath /tmp/spire-server/private/api.sock
 }
 
-registered() { spire_server entry show -spiffeID "$1" | grep -q "Entry ID"; }
+# The whole output first, then the match: `… | grep -q` under pipefail fails
+# when grep leaves early and the writer dies of SIGPIPE.
+registered() {
+  local out
+  out="$(spire_server entry show -spiffeID "$1")" || { echo "cannot list SPIRE entries for $1" >&2; exit 1; }
+  case "$out" in *"Entry ID"*) return 0 ;; *) return 1 ;; esac
+}
 
 if registered "$NODE_ID"; then
   echo "node alias $NODE_ID already registered"

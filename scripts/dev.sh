@@ -2,16 +2,35 @@
 # Runs the whole precinct stack locally: PostgreSQL, OpenBao (dev mode) and the
 # backend on 127.0.0.1:8000 in the foreground. Ctrl-C stops what it started.
 # Any backend setting can be passed in the environment (see docs/configuration.md).
+# PRECINCT_BIN runs an already built binary (with the dev-agent feature).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 mkdir -p "$DEV_DIR"
-trap stop_started EXIT
 
-log "building precinct"
-ensure_rust
-cargo build --quiet
-start_stack "$ROOT/target/debug/precinct" "${DB_NAME:-precinct}"
+# Ctrl-C in a terminal reaches the whole foreground group: the backend may
+# already be gone when this runs, so nothing here may stop the cleanup short.
+app=""
+cleanup() {
+  set +e
+  if [ -n "$app" ]; then
+    kill -TERM "$app" 2>/dev/null
+    wait "$app" 2>/dev/null
+  fi
+  stop_started
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+BIN="${PRECINCT_BIN:-}"
+if [ -z "$BIN" ]; then
+  log "building precinct (with the development SPIFFE agent)"
+  ensure_rust
+  cargo build --quiet --features dev-agent
+  BIN="$ROOT/target/debug/precinct"
+fi
+start_stack "$BIN" "${DB_NAME:-precinct}"
 export APP_ENV="${APP_ENV:-development}"
 export HTTP_ADDR="${HTTP_ADDR:-127.0.0.1:8000}"
 export LOG_FORMAT="${LOG_FORMAT:-pretty}"
@@ -27,13 +46,11 @@ export DATABASE_ADMIN_URL=$DATABASE_ADMIN_URL
 export SPIFFE_ENDPOINT_SOCKET=$SPIFFE_ENDPOINT_SOCKET
 export SPIFFE_OIDC_ISSUER=$SPIFFE_OIDC_ISSUER
 export DATABASE_URL=postgres://$PG_ADMIN_USER:$PG_ADMIN_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME
-export PATH=$DEV_DIR/venv/bin:\$PATH
+export PATH=$VENV_DIR/bin:\$PATH
 ENV
 
 log "precinct on http://$HTTP_ADDR (ready once /api/v1/health/ready says so)  ·  Swagger UI: http://$HTTP_ADDR/docs  ·  inspect with: source .dev/env"
 # Not exec: the EXIT trap must still stop what we started.
-"$ROOT/target/debug/precinct" serve &
+"$BIN" serve &
 app=$!
-trap 'kill -TERM $app 2>/dev/null; wait $app 2>/dev/null; stop_started' EXIT
-trap 'exit 130' INT TERM
-wait $app
+wait "$app"

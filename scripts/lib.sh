@@ -96,14 +96,44 @@ ensure_bao() {
   export BAO_BIN="$venv/bin/bao"
 }
 
+# True when pid $1 is a `bao server -dev` listening on 127.0.0.1:$2: a pid
+# file can outlive its process, and the kernel reuses pids.
+is_our_bao() {
+  local pid="$1" port="$2" cmd
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  case "$cmd" in
+    *bao*" server "*"-dev-listen-address=127.0.0.1:$port"*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# py-spiffe (PyPI `spiffe`): the SPIFFE project's Python client, the
+# independent client tests/independent_client.rs runs against the dev agent.
+PY_SPIFFE_VERSION="${PY_SPIFFE_VERSION:-0.3.2}"
+ensure_py_spiffe() {
+  ensure_bao # provides the project venv
+  "$VENV_DIR/bin/pip" show spiffe 2>/dev/null | grep -qx "Version: $PY_SPIFFE_VERSION" \
+    || "$VENV_DIR/bin/pip" install -q --disable-pip-version-check "spiffe==$PY_SPIFFE_VERSION"
+}
+
+# Names of the dynamic (OpenBao-created) roles in the PostgreSQL cluster, sorted.
+dynamic_roles() {
+  psql "$DATABASE_ADMIN_URL" -Atqc "SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%' ORDER BY 1" | LC_ALL=C sort
+}
+
 # Starts `bao server -dev` on 127.0.0.1:$1 unless ours is already running.
 # Dev mode is in-memory: configuration is re-applied by the caller each start.
 start_bao_dev() {
   local port="$1" pidfile="$DEV_DIR/bao.pid"
   export BAO_ADDR="http://127.0.0.1:$port" BAO_TOKEN=root
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    log "OpenBao dev server already running (pid $(cat "$pidfile"))"
-    return
+  if [ -f "$pidfile" ]; then
+    if is_our_bao "$(cat "$pidfile")" "$port" && curl -fsS "$BAO_ADDR/v1/sys/health" >/dev/null 2>&1; then
+      log "OpenBao dev server already running (pid $(cat "$pidfile"))"
+      return
+    fi
+    log "ignoring stale $pidfile (pid $(cat "$pidfile") is not our OpenBao on port $port)"
+    rm -f "$pidfile"
   fi
   if curl -fsS "$BAO_ADDR/v1/sys/health" >/dev/null 2>&1; then
     die "something else answers on $BAO_ADDR; stop it or set BAO_PORT"
@@ -116,7 +146,7 @@ start_bao_dev() {
   echo $! >"$pidfile"
   STARTED_PIDS+=("$!")
   for _ in $(seq 1 60); do curl -fsS "$BAO_ADDR/v1/sys/health" >/dev/null 2>&1 && return; sleep 0.25; done
-  die "OpenBao did not start; see .dev/bao.log"
+  die "OpenBao did not start; see $DEV_DIR/bao.log"
 }
 
 # Brings up everything the backend needs, as in a cluster: PostgreSQL, OpenBao
@@ -140,9 +170,17 @@ start_stack() {
   setsid "$bin" dev-agent --socket "$DEV_DIR/agent.sock" --trust-domain "$TRUST_DOMAIN" \
     --spiffe-id "$EXPECTED_SPIFFE_ID" --oidc-addr "$oidc_addr" --state-dir "$DEV_DIR/agent-state" \
     >"$DEV_DIR/agent.log" 2>&1 &
-  STARTED_PIDS+=("$!")
-  for _ in $(seq 1 50); do [ -S "$DEV_DIR/agent.sock" ] && break; sleep 0.1; done
-  [ -S "$DEV_DIR/agent.sock" ] || die "dev agent did not start; see .dev/agent.log"
+  local agent=$!
+  STARTED_PIDS+=("$agent")
+  # Ready when its discovery endpoint answers. A leftover agent's socket file
+  # proves nothing, and a leftover agent on the port makes ours exit: check
+  # that the process answering is the one just started.
+  for _ in $(seq 1 100); do
+    kill -0 "$agent" 2>/dev/null || die "dev agent exited; see $DEV_DIR/agent.log"
+    curl -fsS "$SPIFFE_OIDC_ISSUER/.well-known/openid-configuration" >/dev/null 2>&1 && [ -S "$DEV_DIR/agent.sock" ] && break
+    sleep 0.1
+  done
+  kill -0 "$agent" 2>/dev/null && [ -S "$DEV_DIR/agent.sock" ] || die "dev agent did not start; see $DEV_DIR/agent.log"
 
   # PostgreSQL: the application database, stable roles and grants.
   export DB_NAME="$2"
@@ -171,7 +209,7 @@ bench_setup() {
   need_cmd wrk wrk
   ensure_rust
   log "building the release binary"
-  cargo build --release --locked --quiet
+  cargo build --release --locked --quiet --features dev-agent
   BIN="$ROOT/target/release/precinct"
   export BAO_PORT="${BAO_PORT:-8210}" OIDC_PORT="${OIDC_PORT:-8091}"
   start_stack "$BIN" precinct_bench
@@ -205,10 +243,17 @@ PY
 }
 
 STARTED_PIDS=()
+# Stops what this script started, in order (the backend first: it revokes its
+# credentials through OpenBao on the way out), waiting for each to exit, with
+# SIGKILL after 15 s. Never fails: it runs from EXIT traps under `set -e`.
 stop_started() {
   local pid
   for pid in "${STARTED_PIDS[@]:-}"; do
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    [ -n "$pid" ] || continue
+    kill -TERM "$pid" 2>/dev/null || continue
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
   done
   rm -f "$DEV_DIR"/*.pid
+  return 0
 }

@@ -12,16 +12,35 @@ ensure_bao
 # Tests start their own OpenBao dev servers on free ports with this binary.
 export PRECINCT_TEST_BAO_BIN="$BAO_BIN"
 export PRECINCT_TEST_DATABASE_URL="$DATABASE_ADMIN_URL"
+# An independent Workload API client for the dev agent (tests/independent_client.rs).
+ensure_py_spiffe
+export PRECINCT_TEST_PYTHON="$VENV_DIR/bin/python"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
-log "cargo clippy"
+log "cargo clippy (tests, with the dev agent; and the release feature set)"
 cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --locked -- -D warnings
 log "static checks: Kubernetes manifests, Tiltfile, Dockerfiles, scripts"
 bash "$ROOT/scripts/check-manifests.sh"
+# Roles are cluster-wide: the suite must drop every dynamic role it causes.
+roles_before="$(mktemp)"
+trap 'rm -f "$roles_before"' EXIT
+dynamic_roles >"$roles_before"
 log "cargo test"
 cargo test --locked --no-fail-fast
-# The command the Dockerfile runs: the release build must compile too.
+log "dynamic PostgreSQL roles left by the suite"
+left="$(dynamic_roles | comm -13 "$roles_before" -)"
+if [ -n "$left" ]; then
+  die "the tests left $(echo "$left" | wc -l) dynamic role(s) behind: $(echo "$left" | tr '\n' ' ')"
+fi
+echo "roles: $(wc -l <"$roles_before") v-… role(s) before the suite, none added by it"
+# The command the Dockerfile runs: the release build must compile too, and
+# it must not carry the development agent (it mints SVIDs for anyone).
 log "cargo build --release --locked (as the Dockerfile)"
 cargo build --release --locked
+if target/release/precinct --help | grep -qi 'dev-agent'; then
+  die "the release build offers dev-agent: it must stay behind the dev-agent feature"
+fi
+target/release/precinct dev-agent --help >/dev/null 2>&1 && die "the release build runs dev-agent"
 log "all checks passed"

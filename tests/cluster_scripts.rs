@@ -15,16 +15,26 @@ id=""; prev=""
 for a in "$@"; do [ "$prev" = "-spiffeID" ] && id="$a"; prev="$a"; done
 case "$*" in
   *" entry show "*)
-    if grep -qx "$id" "$FAKE_DIR/entries"; then echo "Found 1 entry"; echo "Entry ID         : 1234"; else echo "Found 0 entries"; fi ;;
+    if grep -qx "$id" "$FAKE_DIR/entries"; then
+      echo "Found 1 entry"; echo "Entry ID         : 1234"
+      # spire-server prints the entry's fields after its ID; with many
+      # selectors or a slow pipe, a reader that stops early gets SIGPIPE.
+      if [ -n "${FAKE_LONG_ENTRIES:-}" ]; then seq 1 200000 | sed 's/^/Selector         : k8s:label:n/'; fi
+    else echo "Found 0 entries"; fi ;;
   *" entry create "*)
     echo "$id" >> "$FAKE_DIR/entries"; echo "Entry ID         : 1234" ;;
 esac
 "#;
 
 fn run_create_spire_entry(fake: &Path) -> Vec<String> {
+    run_create_spire_entry_with(fake, &[])
+}
+
+fn run_create_spire_entry_with(fake: &Path, env: &[(&str, &str)]) -> Vec<String> {
     let before = std::fs::read_to_string(fake.join("calls")).unwrap_or_default();
     let out = Command::new("bash")
         .arg(format!("{ROOT}/scripts/create-spire-entry.sh"))
+        .envs(env.iter().copied())
         .env(
             "PATH",
             format!("{}:{}", fake.display(), std::env::var("PATH").unwrap()),
@@ -105,4 +115,17 @@ fn create_spire_entry_run_twice_creates_nothing_the_second_time() {
         "{second:#?}"
     );
     assert_eq!(second.len(), 2, "only the two lookups: {second:#?}");
+}
+
+#[test]
+fn create_spire_entry_is_idempotent_when_spire_prints_long_entries() {
+    // `kubectl exec … | grep -q` under pipefail: grep leaves at the first
+    // match, the writer dies of SIGPIPE and the pipeline "fails".
+    let fake = fake_kubectl();
+    run_create_spire_entry(fake.path());
+    let second = run_create_spire_entry_with(fake.path(), &[("FAKE_LONG_ENTRIES", "1")]);
+    assert!(
+        second.iter().all(|c| !c.contains(" entry create ")),
+        "{second:#?}"
+    );
 }

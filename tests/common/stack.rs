@@ -193,6 +193,7 @@ impl Stack {
                 ),
             )
             .env("DB_VAULT_PASSWORD", VAULT_DB_PASSWORD)
+            .env("DB_USERNAME_TEMPLATE", role_template(&self.db_name))
             .env("TOKEN_TTL", self.lifetimes.token_ttl)
             .env("TOKEN_MAX_TTL", self.lifetimes.token_max_ttl)
             .env("DB_LEASE_TTL", self.lifetimes.lease_ttl)
@@ -246,10 +247,54 @@ impl Stack {
     }
 }
 
+/// The tag this stack's dynamic roles carry: the random part of its database
+/// name. Roles are cluster-wide and tests run in parallel: the tag tells
+/// ours from everyone else's.
+fn role_tag(db_name: &str) -> &str {
+    db_name.trim_start_matches("precinct_t_")
+}
+
+/// OpenBao's `username_template` for this stack: `v-<role>-<tag>-<random>`.
+pub fn role_template(db_name: &str) -> String {
+    format!(
+        "v-{{{{.RoleName | truncate 12}}}}-{}-{{{{random 8}}}}",
+        role_tag(db_name)
+    )
+}
+
+/// Drops every role a stack's OpenBao created (after ending their sessions)
+/// and returns their names. Revocation drops them in the normal course; this
+/// catches what a test left behind (a restarted or frozen OpenBao, a lease
+/// still alive when the test ended).
+pub async fn drop_tagged_roles(admin: &mut PgConnection, tag: &str) -> Vec<String> {
+    let pattern = format!("v-%-{tag}-%");
+    let roles: Vec<String> =
+        sqlx::query_scalar("SELECT rolname FROM pg_roles WHERE rolname LIKE $1")
+            .bind(&pattern)
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+    for role in &roles {
+        let _ = sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+        )
+        .bind(role)
+        .execute(&mut *admin)
+        .await;
+        let _ = admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP ROLE IF EXISTS \"{}\"",
+                role.replace('"', "\"\"")
+            )))
+            .await;
+    }
+    roles
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         self.stop_bao();
-        // Best effort: the database is uniquely named, a leftover harms nothing.
+        // The database is uniquely named; its roles are tagged with its name.
         let (url, db) = (self.admin_url.clone(), self.db_name.clone());
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -263,6 +308,7 @@ impl Drop for Stack {
                             "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
                         )))
                         .await;
+                    drop_tagged_roles(&mut c, role_tag(&db)).await;
                 }
             });
         })
