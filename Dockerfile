@@ -4,14 +4,17 @@
 # Kubernetes probes do the health checking.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
+COPY Cargo.toml Cargo.lock build.rs ./
+# h2 with one patch (vendor/README.md), through [patch.crates-io].
+COPY vendor ./vendor
 COPY proto ./proto
 # Migrations and the bootstrap scripts (`precinct bootstrap-files`) are
 # embedded in the binary at compile time.
-COPY sql ./sql
+COPY sql/migrations ./sql/migrations
+COPY sql/bootstrap.sql ./sql/
 COPY scripts/configure-openbao.sh scripts/bootstrap-db.sh ./scripts/
-COPY build.rs ./
+COPY src ./src
+# No dev-agent feature: the release image cannot mint SVIDs.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \

@@ -30,8 +30,8 @@ log "Tiltfile"
 "$VENV_DIR/bin/python" scripts/check-tiltfile.py Tiltfile "$out/dev.yaml"
 # scripts/test.sh runs the release build with this exact command.
 grep -q 'cargo build --release --locked' Dockerfile || die "Dockerfile no longer builds with 'cargo build --release --locked' (scripts/test.sh does)"
-log "hadolint Dockerfile Dockerfile.dev"
-"$VENV_DIR/bin/hadolint" Dockerfile Dockerfile.dev
+log "hadolint Dockerfile Dockerfile.dev Dockerfile.bootstrap"
+"$VENV_DIR/bin/hadolint" Dockerfile Dockerfile.dev Dockerfile.bootstrap
 log "shellcheck scripts"
 "$VENV_DIR/bin/shellcheck" -x -S warning scripts/*.sh .ci/run
 log "manifests, Tiltfile, Dockerfiles and scripts pass"

@@ -3,8 +3,10 @@ the rendered k8s/dev objects, and fails on anything `tilt up` would trip on:
 a path that does not exist, an object selector that matches no object or
 several or names an object Tilt has already grouped (Services join the
 workload they select), an object left uncategorized, a dependency on an unknown resource
-or a cycle, a built image no container uses, and a backend that is not
-port-forwarded on 8000.
+or a cycle, a built image no container uses, a backend that is not
+port-forwarded on 8000, a Job whose image is built from the backend's source
+(every backend edit would recreate and re-run it), and no manual action that
+really re-runs the bootstrap Job.
 
 usage: check-tiltfile.py TILTFILE RENDERED_K8S_DEV_YAML
 """
@@ -22,6 +24,9 @@ root = tiltfile.parent
 objects = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
 errors = []
 builds, yamls, resources = [], [], {}
+build_inputs = {}
+local_resources = {}
+TRIGGER_MODE_AUTO, TRIGGER_MODE_MANUAL = "auto", "manual"
 
 
 def need_path(what, path):
@@ -44,6 +49,7 @@ def docker_build(ref, context=".", dockerfile="Dockerfile", only=(), **_):
                     if not any(src == o or src.startswith(o.rstrip("/") + "/") for o in only):
                         errors.append(f"docker_build({ref!r}): {dockerfile} copies {src}, outside `only`")
     builds.append(ref)
+    build_inputs[ref] = list(only) or ["."]
 
 
 def kustomize(path, **_):
@@ -67,6 +73,15 @@ def k8s_resource(workload="", new_name="", objects=(), resource_deps=(), port_fo
     }
 
 
+def local_resource(name, cmd="", trigger_mode=TRIGGER_MODE_AUTO, auto_init=True, resource_deps=(), **_):
+    if name in resources or name in local_resources:
+        errors.append(f"resource {name!r} configured twice")
+    words = cmd.split()
+    if words and "/" in words[0]:
+        need_path(f"local_resource({name!r}) cmd", words[0])
+    local_resources[name] = {"cmd": cmd, "trigger": trigger_mode, "auto_init": auto_init, "deps": list(resource_deps)}
+
+
 def link(url, name=""):
     return {"url": url, "name": name}
 
@@ -81,11 +96,14 @@ for name, fn in {
     "kustomize": kustomize,
     "k8s_yaml": k8s_yaml,
     "k8s_resource": k8s_resource,
+    "local_resource": local_resource,
     "link": link,
     "version_settings": noop,
     "update_settings": noop,
 }.items():
     module.add_callable(name, fn)
+module["TRIGGER_MODE_AUTO"] = TRIGGER_MODE_AUTO
+module["TRIGGER_MODE_MANUAL"] = TRIGGER_MODE_MANUAL
 sl.eval(module, sl.parse(str(tiltfile), tiltfile.read_text()), sl.Globals.standard())
 
 if yamls != [{"kustomize": "k8s/dev"}]:
@@ -126,12 +144,12 @@ for rname, r in resources.items():
             errors.append(f"{sel!r} is already in resource {assigned[key]!r}; Tilt refuses it in {rname!r}")
         assigned[key] = rname
 
-all_resources = set(resources) | set(workloads)
+all_resources = set(resources) | set(workloads) | set(local_resources)
 for o in objects:
     if o["kind"] not in WORKLOAD_KINDS and ident(o) not in assigned:
         errors.append(f"{o['kind']} {o['metadata']['name']} would be uncategorized (no ordering): assign it")
 
-for rname, r in resources.items():
+for rname, r in list(resources.items()) + list(local_resources.items()):
     for dep in r["deps"]:
         if dep not in all_resources:
             errors.append(f"k8s_resource {rname!r} depends on unknown resource {dep!r}")
@@ -141,11 +159,11 @@ def visit(name, path):
     if name in path:
         errors.append("resource_deps cycle: " + " -> ".join(path + [name]))
         return
-    for dep in resources.get(name, {}).get("deps", []):
+    for dep in {**resources, **local_resources}.get(name, {}).get("deps", []):
         visit(dep, path + [name])
 
 
-for rname in resources:
+for rname in list(resources) + list(local_resources):
     visit(rname, [])
 
 # What Tilt builds must be some container's image, or Tilt builds it for
@@ -160,6 +178,40 @@ for o in objects:
 for ref in builds:
     if ref not in used_repos:
         errors.append(f"docker_build({ref!r}) is not the image of any container in k8s/dev")
+
+# A Job's pod template is immutable: when an image it uses is rebuilt, Tilt
+# deletes and re-creates the Job, which runs again. A Job must therefore not
+# use an image built from the backend's source.
+def image_repo(image):
+    return image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+
+
+for o in objects:
+    if o["kind"] != "Job":
+        continue
+    pod = o["spec"]["template"]["spec"]
+    for c in pod.get("initContainers", []) + pod.get("containers", []):
+        inputs = build_inputs.get(image_repo(c["image"]))
+        if inputs is not None and any(i in (".", "src") or i.startswith("src/") for i in inputs):
+            errors.append(
+                f"Job {o['metadata']['name']} uses image {image_repo(c['image'])!r}, built from src/: every backend edit would re-run it"
+            )
+
+# After an OpenBao dev-mode restart the bootstrap must run again, and
+# re-applying a completed, unchanged Job does nothing: a manual action must
+# delete and re-create it.
+rerun = [
+    (n, r) for n, r in local_resources.items()
+    if r["trigger"] == TRIGGER_MODE_MANUAL and not r["auto_init"] and "cluster-deploy.sh bootstrap" in r["cmd"]
+]
+if not rerun:
+    errors.append("no manual local_resource runs `scripts/cluster-deploy.sh bootstrap` (re-running the bootstrap Job)")
+else:
+    deploy = (root / "scripts/cluster-deploy.sh").read_text()
+    body = deploy[deploy.find("rerun_bootstrap() {"):]
+    body = body[: body.find("\n}\n")]
+    if "kubectl delete job" not in body or "kubectl apply" not in body:
+        errors.append("cluster-deploy.sh's rerun_bootstrap must delete the Job, then apply it")
 
 backend = resources.get("backend")
 if not backend:
@@ -181,6 +233,7 @@ if errors:
     print("Tiltfile check failed:", *errors, sep="\n  ")
     sys.exit(1)
 print(
-    f"Tiltfile: {len(resources)} resources, {len(assigned)} objects assigned, "
-    f"{len(workloads)} workloads, builds {builds}, backend on localhost:8000"
+    f"Tiltfile: {len(resources)} resources (+{len(local_resources)} local), {len(assigned)} objects assigned, "
+    f"{len(workloads)} workloads, builds {builds}, backend on localhost:8000, "
+    f"no Job built from src/, bootstrap re-run by {rerun[0][0]!r}"
 )

@@ -196,8 +196,8 @@ start_stack() {
   # Migrations first (as the backend would at startup), then the demo users.
   log "migrating and seeding demo users (jake, amy, rosa, terry, charles, gina; password <name>99)"
   APP_ENV=development RUST_LOG=warn "$bin" migrate
-  psql "postgres://$PG_ADMIN_USER:$PG_ADMIN_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME" -v ON_ERROR_STOP=1 -q \
-    -f "$ROOT/sql/dev-seed.sql" >/dev/null
+  DATABASE_URL="postgres://$PG_ADMIN_USER:$PG_ADMIN_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME" \
+    sh "$ROOT/scripts/seed-dev-users.sh" >/dev/null
 }
 
 # Common start of the benchmarks: release build, their own stack in .dev/bench

@@ -1,7 +1,7 @@
 -- Development-only demo users (never applied by the production migrations):
--- scripts/dev.sh seeds them. Password of each is <name>99, bcrypt cost 12 as
--- in the original system; the first successful login upgrades the hash to
--- Argon2id.
+-- scripts/seed-dev-users.sh applies it, for scripts/dev.sh and the k8s/dev
+-- seed Job. Password of each is <name>99, bcrypt cost 12 as in the original
+-- system; the first successful login upgrades the hash to Argon2id.
 INSERT INTO precinct.users (id, username, email, password_hash) VALUES
   ('00000000-0000-7000-8000-000000000001', 'jake', 'jake@nine-nine.example', '$2b$12$tuhUff7nulyQO3I5dCpTxeQSSCntJM2IQc1OgjYzVhrR.Zv5U0VKW'),
   ('00000000-0000-7000-8000-000000000002', 'amy', 'amy@nine-nine.example', '$2b$12$uPvPoyGLuehREL9ZcfBoQet2ydha1YEJZmyjgNDDpOw6QXl0dyydG'),

@@ -134,3 +134,53 @@ async fn configure_openbao_reruns_cleanly_under_busybox_sh() {
         .unwrap();
     assert_eq!(role["data"]["bound_subject"], common::SPIFFE_ID, "{role}");
 }
+
+fn seed(database_url: &str, wait_seconds: &str) -> std::process::Output {
+    Command::new("dash")
+        .arg(format!("{ROOT}/scripts/seed-dev-users.sh"))
+        .env("DATABASE_URL", database_url)
+        .env("WAIT_SECONDS", wait_seconds)
+        .output()
+        .unwrap()
+}
+
+/// The k8s/dev seed Job (and scripts/dev.sh): once the backend has created
+/// its tables, the demo users exist and log in with `<name>99`; a second run
+/// changes nothing.
+#[tokio::test]
+async fn the_dev_seed_adds_the_demo_users_once_the_backend_has_migrated() {
+    let stack = Stack::start(Lifetimes::default()).await;
+    let url = with_db(&admin_url(), &stack.db_name);
+    // Before the backend has migrated: a clear refusal after the wait.
+    let early = seed(&url, "1");
+    assert!(!early.status.success());
+    assert!(
+        String::from_utf8_lossy(&early.stderr).contains("precinct.users does not exist"),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
+
+    let app = common::spawn_app_env(&stack.app_env(), |_| axum::Router::new()).await;
+    common::stack::wait_ready(&app, std::time::Duration::from_secs(30)).await;
+    for _ in 0..2 {
+        let out = seed(&url, "30");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "demo users present: amy charles gina jake rosa terry"
+        );
+    }
+    let login = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": "jake", "password": "jake99"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    app.stop().await;
+}

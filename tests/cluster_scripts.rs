@@ -129,3 +129,84 @@ fn create_spire_entry_is_idempotent_when_spire_prints_long_entries() {
         "{second:#?}"
     );
 }
+
+/// A `kubectl` for `cluster-deploy.sh bootstrap`: renders with the real
+/// kubectl, records every call, keeps what is applied, and answers for a
+/// live Job that Tilt created with its own image tag.
+const FAKE_KUBECTL_JOBS: &str = r#"#!/bin/sh
+echo "$*" >> "$FAKE_DIR/calls"
+case "$1" in
+  kustomize) exec "$REAL_KUBECTL" "$@" ;;
+  get) echo "precinct-bootstrap:tilt-0123456789abcdef" ;;
+  apply) cat > "$FAKE_DIR/applied.yaml" ;;
+esac
+"#;
+
+#[test]
+fn cluster_deploy_bootstrap_really_re_runs_the_job_with_the_image_it_ran() {
+    use std::os::unix::fs::PermissionsExt;
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v kubectl"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let real = real.trim();
+    assert!(!real.is_empty(), "kubectl (kustomize) is needed");
+    let fake = tempfile::tempdir().unwrap();
+    let kubectl = fake.path().join("kubectl");
+    std::fs::write(&kubectl, FAKE_KUBECTL_JOBS).unwrap();
+    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("bash")
+        .arg(format!("{ROOT}/scripts/cluster-deploy.sh"))
+        .arg("bootstrap")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                fake.path().display(),
+                std::env::var("PATH").unwrap()
+            ),
+        )
+        .env("FAKE_DIR", fake.path())
+        .env("REAL_KUBECTL", real)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = std::fs::read_to_string(fake.path().join("calls")).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    let at = |prefix: &str| {
+        calls
+            .iter()
+            .position(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `kubectl {prefix}…` in {calls:#?}"))
+    };
+    // A completed Job is only re-run by deleting it first.
+    assert!(at("delete job -n precinct-system precinct-bootstrap") < at("apply -f -"));
+    assert!(
+        at("apply -f -")
+            < at("wait -n precinct-system --for=condition=Complete job/precinct-bootstrap")
+    );
+    assert!(
+        calls[at("apply -f -")].contains("--selector app.kubernetes.io/name=precinct-bootstrap"),
+        "only the bootstrap Job is re-applied: {calls:#?}"
+    );
+    let applied = std::fs::read_to_string(fake.path().join("applied.yaml")).unwrap();
+    let job = applied
+        .split("\n---\n")
+        .find(|doc| doc.contains("kind: Job") && doc.contains("  name: precinct-bootstrap\n"))
+        .expect("the bootstrap Job is in what was applied");
+    assert!(
+        job.contains("image: precinct-bootstrap:tilt-0123456789abcdef"),
+        "the live Job's image is kept: {job}"
+    );
+    assert!(!job.contains("image: precinct-bootstrap:dev"), "{job}");
+    // The backend image is nowhere in the bootstrap: its edits cannot touch it.
+    assert!(!job.contains("image: precinct:"), "{job}");
+}
