@@ -50,6 +50,8 @@ pub struct Application {
     /// The OpenBao session, once logged in.
     session: Arc<tokio::sync::OnceCell<Session>>,
     events: crate::events::PodEvents,
+    /// Access tokens: their public keys have an owner task of their own.
+    tokens: Option<crate::auth::TokenService>,
 }
 
 impl Application {
@@ -87,25 +89,27 @@ impl Application {
             let a = &config.auth;
             let tokens = crate::auth::TokenService::new(
                 session.clone(),
+                Arc::new(crate::auth::keys::SigningKeys::default()),
                 a.transit_mount.clone(),
                 a.signing_key.clone(),
                 a.issuer.clone(),
                 a.audience.clone(),
                 a.access_ttl,
-                a.signing_key_refresh,
+                a.token_cache_size,
             );
             crate::auth::AuthService::new(db.clone(), tokens, a)
         });
         let github = db.as_ref().map(|db| {
             crate::github::GithubService::new(&config.github, db.clone(), session.clone())
         });
-        let state = AppState {
+        let tokens = auth.as_ref().map(|a| a.tokens().clone());
+        let state = AppState::new(crate::http::AppStateParts {
             config: config.clone(),
             readiness: readiness.clone(),
             db: db.clone(),
             auth,
             github,
-        };
+        });
         let extra = extra(state.clone());
         let app = Self {
             router: http::router(state, extra),
@@ -120,6 +124,7 @@ impl Application {
             db,
             session,
             events,
+            tokens,
         };
         app.spawn_bring_up();
         Ok(app)
@@ -146,6 +151,9 @@ impl Application {
             .readiness
             .register("openbao", "waiting for workload identity");
         let db_check = self.readiness.register("database", "waiting for OpenBao");
+        if let Some(tokens) = self.tokens.clone() {
+            self.spawn_signing_keys(tokens);
+        }
         let (cancel, tasks, fatal, trigger) = (
             self.tasks_cancel.clone(),
             self.tasks.clone(),
@@ -210,6 +218,34 @@ impl Application {
             db_check.set_not_ready("obtaining database credentials");
             db::spawn(db, identity, db_check, cancel, &tasks);
         });
+    }
+
+    /// The owner of the access-token public keys: it waits for the OpenBao
+    /// session, then fetches on schedule and on demand.
+    fn spawn_signing_keys(&self, tokens: crate::auth::TokenService) {
+        let a = &self.config.auth;
+        let check = self
+            .readiness
+            .register("signing_keys", "waiting for OpenBao");
+        let source = crate::auth::keys::KeySource {
+            session: self.session.clone(),
+            mount: a.transit_mount.clone(),
+            key: a.signing_key.clone(),
+        };
+        let schedule = crate::auth::keys::Schedule {
+            every: a.signing_key_refresh,
+            min_interval: a.signing_key_min_refresh,
+        };
+        let keys = tokens.keys().clone();
+        let cancel = self.tasks_cancel.clone();
+        self.tasks.spawn(crate::auth::keys::run(
+            keys,
+            source,
+            schedule,
+            check,
+            move |old, new| tokens.on_keys_changed(old, new),
+            cancel,
+        ));
     }
 
     pub fn addr(&self) -> SocketAddr {

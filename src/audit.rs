@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// Where a request came from.
@@ -24,7 +24,36 @@ pub async fn record(
     meta: &RequestMeta,
     detail: Value,
 ) {
-    let result = sqlx::query(
+    let result = insert(event, outcome, user_id, meta, detail)
+        .execute(pool)
+        .await;
+    report(result, event, outcome);
+}
+
+/// The same, inside a transaction: the row commits (or not) with the change
+/// it describes.
+pub async fn record_in(
+    conn: &mut PgConnection,
+    event: &str,
+    outcome: &str,
+    user_id: Option<Uuid>,
+    meta: &RequestMeta,
+    detail: Value,
+) {
+    let result = insert(event, outcome, user_id, meta, detail)
+        .execute(conn)
+        .await;
+    report(result, event, outcome);
+}
+
+fn insert<'q>(
+    event: &'q str,
+    outcome: &'q str,
+    user_id: Option<Uuid>,
+    meta: &'q RequestMeta,
+    detail: Value,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(
         "insert into audit_log (event, outcome, user_id, client_ip, user_agent, request_id, detail) \
          values ($1, $2, $3, $4::inet, $5, $6, $7)",
     )
@@ -35,8 +64,9 @@ pub async fn record(
     .bind(meta.user_agent.as_deref().map(|ua| truncate(ua, 512)))
     .bind(meta.request_id.as_deref())
     .bind(detail)
-    .execute(pool)
-    .await;
+}
+
+fn report(result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, event: &str, outcome: &str) {
     if let Err(e) = result {
         tracing::error!(error = %e, event, outcome, "could not write audit log row");
     }

@@ -65,6 +65,29 @@ impl FromStr for LogFormat {
     }
 }
 
+/// Which requests get an access-log line (a JSON line per request is a real
+/// share of the cost under load, and hundreds of MB an hour).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    /// Every request (probes at debug).
+    All,
+    /// Only responses with status 500 or above.
+    Errors,
+    Off,
+}
+
+impl FromStr for AccessLog {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" => Ok(Self::All),
+            "errors" => Ok(Self::Errors),
+            "off" => Ok(Self::Off),
+            other => Err(format!("expected `all`, `errors` or `off`, got {other:?}")),
+        }
+    }
+}
+
 /// Allowed browser origins. `Any` is the `*` wildcard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CorsOrigins {
@@ -89,6 +112,7 @@ pub struct HttpConfig {
 pub struct LogConfig {
     pub format: LogFormat,
     pub filter: String,
+    pub access: AccessLog,
 }
 
 /// Where the workload identity comes from.
@@ -144,6 +168,10 @@ pub struct AuthConfig {
     pub transit_mount: String,
     pub signing_key: String,
     pub signing_key_refresh: Duration,
+    /// Never two fetches of the public keys closer than this.
+    pub signing_key_min_refresh: Duration,
+    /// Verified access tokens remembered (0: verify every time).
+    pub token_cache_size: usize,
     pub hash_concurrency: usize,
     pub login_per_ip_per_minute: u32,
     pub login_per_username_per_minute: u32,
@@ -210,6 +238,13 @@ impl Config {
             // The OpenBao client libraries log each failed request again at
             // ERROR without context; precinct reports those failures itself.
             filter: v.string_or("RUST_LOG", "info,rustify=off,vaultrs=off"),
+            access: v.parse_or(
+                "ACCESS_LOG",
+                match env {
+                    AppEnv::Development => AccessLog::All,
+                    AppEnv::Production => AccessLog::Errors,
+                },
+            )?,
         };
 
         let cors_raw = v.string_or("CORS_ORIGINS", DEFAULT_CORS_ORIGINS);
@@ -424,6 +459,10 @@ fn parse_db(v: &mut Vars<'_>) -> Result<DbConfig, ConfigError> {
 fn parse_auth(v: &mut Vars<'_>) -> Result<AuthConfig, ConfigError> {
     // One core stays free for everything else while logins hash.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let signing_key_refresh = v.duration_or("AUTH_SIGNING_KEY_REFRESH", "60s")?;
+    // The default never exceeds the routine period.
+    let min_refresh_default =
+        humantime::format_duration(signing_key_refresh.min(Duration::from_secs(5))).to_string();
     let c = AuthConfig {
         issuer: v.string_or("AUTH_TOKEN_ISSUER", "precinct"),
         audience: v.string_or("AUTH_TOKEN_AUDIENCE", "precinct-api"),
@@ -431,7 +470,10 @@ fn parse_auth(v: &mut Vars<'_>) -> Result<AuthConfig, ConfigError> {
         refresh_ttl: v.duration_or("AUTH_REFRESH_TOKEN_TTL", "7d")?,
         transit_mount: v.string_or("BAO_TRANSIT_MOUNT", "transit"),
         signing_key: v.string_or("AUTH_SIGNING_KEY", "precinct-access-token"),
-        signing_key_refresh: v.duration_or("AUTH_SIGNING_KEY_REFRESH", "60s")?,
+        signing_key_refresh,
+        signing_key_min_refresh: v
+            .duration_or("AUTH_SIGNING_KEY_MIN_REFRESH", &min_refresh_default)?,
+        token_cache_size: v.parse_or("AUTH_TOKEN_CACHE_SIZE", 10_000)?,
         hash_concurrency: v.parse_or("AUTH_HASH_CONCURRENCY", cores.saturating_sub(1).max(1))?,
         login_per_ip_per_minute: v.parse_or("AUTH_LOGIN_RATE_PER_IP", 30)?,
         login_per_username_per_minute: v.parse_or("AUTH_LOGIN_RATE_PER_USERNAME", 10)?,
@@ -440,6 +482,12 @@ fn parse_auth(v: &mut Vars<'_>) -> Result<AuthConfig, ConfigError> {
         return Err(ConfigError::new(
             "AUTH_ACCESS_TOKEN_TTL",
             "must be between 30s and 24h",
+        ));
+    }
+    if c.signing_key_min_refresh.is_zero() || c.signing_key_min_refresh > c.signing_key_refresh {
+        return Err(ConfigError::new(
+            "AUTH_SIGNING_KEY_MIN_REFRESH",
+            "must be greater than 0 and at most AUTH_SIGNING_KEY_REFRESH",
         ));
     }
     if c.hash_concurrency == 0 {

@@ -1,31 +1,27 @@
 //! Access tokens: ES256 JWTs signed by OpenBao Transit (the private key never
 //! leaves OpenBao), verified locally against Transit's public keys.
 //!
-//! `kid` is `<key>-v<version>`. Public keys are cached and refetched on an
-//! unknown `kid` (at most once per second) and every
-//! `AUTH_SIGNING_KEY_REFRESH` (new tokens then use the newest version), so a rotation
-//! (`transit/keys/<key>/rotate`) needs no restart, and tokens signed by
-//! earlier versions keep verifying until they expire.
+//! `kid` is `<key>-v<version>`. The public keys belong to one task
+//! ([`super::keys`]): verification reads them with an atomic load and never
+//! waits on OpenBao, so tokens already issued keep verifying through an
+//! OpenBao outage. A verified token's claims are cached (keyed by a SHA-256
+//! of the whole token, bounded in size, never served at or after `exp`), so
+//! a client's repeated token costs a hash, not an ECDSA verification.
 
-use std::{
-    collections::BTreeMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use base64::{
     Engine,
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::RwLock;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
-use vaultrs::api::transit::{
-    HashAlgorithm, MarshalingAlgorithm, requests::SignDataRequest, responses::ReadKeyData,
-};
+use vaultrs::api::transit::{HashAlgorithm, MarshalingAlgorithm, requests::SignDataRequest};
 
+use super::keys::{KeySet, SigningKeys};
 use crate::bao::{BaoError, Session};
 
 /// Claims of an access token.
@@ -51,57 +47,56 @@ pub enum TokenError {
     Keys(String),
 }
 
-struct PublicKey {
-    x: String,
-    y: String,
-    decoding: DecodingKey,
-}
-
-struct KeyCache {
-    keys: BTreeMap<u64, PublicKey>,
-    latest: u64,
-    fetched: Option<Instant>,
-}
+/// Verified claims by SHA-256 of the token, with the key version that
+/// verified them (dropped if that version disappears from Transit).
+type VerifiedCache = quick_cache::sync::Cache<[u8; 32], (Arc<AccessClaims>, u64)>;
 
 #[derive(Clone)]
 pub struct TokenService {
     session: Arc<tokio::sync::OnceCell<Session>>,
     mount: String,
     key: String,
+    kid_prefix: String,
     issuer: String,
     audience: String,
     ttl: Duration,
     leeway: u64,
-    refresh_every: Duration,
-    cache: Arc<RwLock<KeyCache>>,
+    keys: Arc<SigningKeys>,
+    verified: Option<Arc<VerifiedCache>>,
+    validation: Arc<Validation>,
 }
 
-const MIN_REFETCH: Duration = Duration::from_secs(1);
-
 impl TokenService {
+    /// `cache_size` verified tokens are remembered (0: none).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         session: Arc<tokio::sync::OnceCell<Session>>,
+        keys: Arc<SigningKeys>,
         mount: String,
         key: String,
         issuer: String,
         audience: String,
         ttl: Duration,
-        refresh_every: Duration,
+        cache_size: usize,
     ) -> Self {
+        let leeway = 5;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[&issuer]);
+        validation.set_audience(&[&audience]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.leeway = leeway;
         Self {
-            refresh_every,
             session,
+            kid_prefix: format!("{key}-v"),
             mount,
             key,
             issuer,
             audience,
             ttl,
-            leeway: 5,
-            cache: Arc::new(RwLock::new(KeyCache {
-                keys: BTreeMap::new(),
-                latest: 0,
-                fetched: None,
-            })),
+            leeway,
+            keys,
+            verified: (cache_size > 0).then(|| Arc::new(VerifiedCache::new(cache_size))),
+            validation: Arc::new(validation),
         }
     }
 
@@ -109,8 +104,12 @@ impl TokenService {
         self.ttl
     }
 
+    pub fn keys(&self) -> &Arc<SigningKeys> {
+        &self.keys
+    }
+
     fn kid(&self, version: u64) -> String {
-        format!("{}-v{version}", self.key)
+        format!("{}{version}", self.kid_prefix)
     }
 
     fn session(&self) -> Result<&Session, TokenError> {
@@ -119,62 +118,26 @@ impl TokenService {
             .ok_or_else(|| TokenError::Keys("OpenBao session not established yet".into()))
     }
 
-    /// Fetches every version's public key from Transit.
-    async fn refresh_keys(&self) -> Result<(), TokenError> {
-        let client = self.session()?.client();
-        let key = vaultrs::transit::key::read(client.vault(), &self.mount, &self.key)
-            .await
-            .map_err(|e| {
-                TokenError::Keys(BaoError::from_client("transit key read", e).to_string())
-            })?;
-        let ReadKeyData::Asymmetric(entries) = key.keys else {
-            return Err(TokenError::Keys(format!(
-                "transit key {} is not asymmetric",
-                self.key
-            )));
-        };
-        let mut keys = BTreeMap::new();
-        for (version, entry) in entries {
-            let Ok(version) = version.parse::<u64>() else {
-                continue;
-            };
-            let (x, y) = ec_point_from_spki_pem(&entry.public_key).ok_or_else(|| {
-                TokenError::Keys(format!("transit key {} is not P-256", self.key))
-            })?;
-            let decoding = DecodingKey::from_ec_components(&x, &y)
-                .map_err(|e| TokenError::Keys(e.to_string()))?;
-            keys.insert(version, PublicKey { x, y, decoding });
+    /// Called by the key owner when it publishes a new set: tokens verified
+    /// by a version that is gone (a compromised key trimmed from Transit)
+    /// must not be served from the cache.
+    pub fn on_keys_changed(&self, old: &KeySet, new: &KeySet) {
+        if old.latest != 0 && new.latest != old.latest {
+            tracing::info!(event = "signing_key_rotated", key = %self.key, version = new.latest, "access-token signing key rotated");
         }
-        let latest = keys.keys().max().copied().unwrap_or(0);
-        let mut cache = self.cache.write().await;
-        if latest != cache.latest && cache.latest != 0 {
-            tracing::info!(key = %self.key, version = latest, "access-token signing key rotated");
+        let removed = old.keys.keys().any(|v| !new.keys.contains_key(v));
+        if removed && let Some(cache) = &self.verified {
+            cache.clear();
+            tracing::warn!(event = "signing_key_removed", key = %self.key, "a signing key version was removed: verified-token cache cleared");
         }
-        *cache = KeyCache {
-            keys,
-            latest,
-            fetched: Some(Instant::now()),
-        };
-        Ok(())
-    }
-
-    async fn ensure_fresh(&self) -> Result<(), TokenError> {
-        let stale = self
-            .cache
-            .read()
-            .await
-            .fetched
-            .is_none_or(|at| at.elapsed() > self.refresh_every);
-        if stale {
-            self.refresh_keys().await?;
-        }
-        Ok(())
     }
 
     /// Issues an access token for `user`, signed by Transit.
     pub async fn issue(&self, user_id: Uuid, username: &str) -> Result<String, TokenError> {
-        self.ensure_fresh().await?;
-        let version = self.cache.read().await.latest;
+        let version = self.keys.current().latest;
+        if version == 0 {
+            return Err(TokenError::Keys("signing keys not fetched yet".into()));
+        }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -215,7 +178,23 @@ impl TokenService {
     }
 
     /// Verifies signature (ES256 only), `iss`, `aud`, `exp` (5 s leeway).
-    pub async fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+    /// No I/O: an unknown `kid` asks the key owner for a refresh and is
+    /// refused now.
+    pub fn verify(&self, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if let Some(cache) = &self.verified
+            && let Some((claims, version)) = cache.get(&digest)
+        {
+            // The same bound as a fresh verification: never past exp+leeway,
+            // and never by a key version that is gone.
+            if claims.exp + self.leeway as i64 > now
+                && self.keys.current().keys.contains_key(&version)
+            {
+                return Ok(claims);
+            }
+            cache.remove(&digest);
+        }
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::ES256 {
@@ -228,44 +207,37 @@ impl TokenService {
             .kid
             .ok_or_else(|| TokenError::Invalid("no kid".into()))?;
         let version = kid
-            .strip_prefix(&format!("{}-v", self.key))
+            .strip_prefix(&self.kid_prefix)
             .and_then(|v| v.parse::<u64>().ok())
             .ok_or_else(|| TokenError::Invalid("unknown kid".into()))?;
-        self.ensure_fresh().await?;
-        if !self.cache.read().await.keys.contains_key(&version) {
-            let recently = self
-                .cache
-                .read()
-                .await
-                .fetched
-                .is_some_and(|at| at.elapsed() < MIN_REFETCH);
-            if !recently {
-                self.refresh_keys().await?;
+        let keys = self.keys.current();
+        let Some(key) = keys.keys.get(&version) else {
+            // Perhaps a version newer than ours (another replica saw a
+            // rotation first): the owner fetches, at most once per interval.
+            if version > keys.latest {
+                self.keys.request_refresh();
             }
-        }
-        let cache = self.cache.read().await;
-        let key = cache
-            .keys
-            .get(&version)
-            .ok_or_else(|| TokenError::Invalid("unknown kid".into()))?;
-        let mut validation = Validation::new(Algorithm::ES256);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        validation.leeway = self.leeway;
-        jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
-            .map(|d| d.claims)
+            return Err(TokenError::Invalid("unknown kid".into()));
+        };
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation)
+            .map(|d| Arc::new(d.claims))
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
-            })
+            })?;
+        if let Some(cache) = &self.verified {
+            cache.insert(digest, (claims.clone(), version));
+        }
+        Ok(claims)
     }
 
-    /// The public keys as a JWKS document.
-    pub async fn jwks(&self) -> Result<Value, TokenError> {
-        self.ensure_fresh().await?;
-        let cache = self.cache.read().await;
-        let keys: Vec<Value> = cache
+    /// The public keys as a JWKS document (the last fetched set).
+    pub fn jwks(&self) -> Result<Value, TokenError> {
+        let set = self.keys.current();
+        if set.keys.is_empty() {
+            return Err(TokenError::Keys("signing keys not fetched yet".into()));
+        }
+        let keys: Vec<Value> = set
             .keys
             .iter()
             .rev()
@@ -275,19 +247,4 @@ impl TokenService {
             .collect();
         Ok(json!({ "keys": keys }))
     }
-}
-
-/// x and y (base64url) of a P-256 SubjectPublicKeyInfo PEM: its last 65
-/// bytes are the uncompressed point 0x04 || x || y.
-fn ec_point_from_spki_pem(pem: &str) -> Option<(String, String)> {
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = STANDARD.decode(body).ok()?;
-    if der.len() != 91 || der[der.len() - 65] != 4 {
-        return None;
-    }
-    let point = &der[der.len() - 64..];
-    Some((
-        URL_SAFE_NO_PAD.encode(&point[..32]),
-        URL_SAFE_NO_PAD.encode(&point[32..]),
-    ))
 }

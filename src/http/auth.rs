@@ -134,7 +134,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Meta {
 }
 
 /// The authenticated user, from `Authorization: Bearer <access token>`.
-pub struct CurrentUser(pub AccessClaims);
+pub struct CurrentUser(pub std::sync::Arc<AccessClaims>);
 
 fn unauthorized(code: &'static str, message: &str, error: &str) -> ApiError {
     let challenge = format!("Bearer error=\"{error}\", error_description=\"{message}\"");
@@ -172,7 +172,7 @@ impl FromRequestParts<AppState> for CurrentUser {
                 )
             })?;
         let tokens = service(state)?.tokens();
-        match tokens.verify(token).await {
+        match tokens.verify(token) {
             Ok(claims) => Ok(CurrentUser(claims)),
             Err(TokenError::Expired) => Err(unauthorized(
                 "token_expired",
@@ -449,11 +449,7 @@ pub async fn me(
     )
 )]
 pub async fn jwks(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let keys = service(&state)?
-        .tokens()
-        .jwks()
-        .await
-        .map_err(AuthError::from)?;
+    let keys = service(&state)?.tokens().jwks().map_err(AuthError::from)?;
     Ok(Json(keys))
 }
 

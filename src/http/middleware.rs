@@ -14,20 +14,24 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
 
 use super::{ApiError, request_id};
-use crate::config::{Config, CorsOrigins};
+use crate::config::{AccessLog, Config, CorsOrigins};
 
 /// Outermost layer: every response leaves through here.
-pub async fn request_context(request: Request, next: Next) -> Response {
+pub async fn request_context(
+    axum::extract::State(access): axum::extract::State<AccessLog>,
+    request: Request,
+    next: Next,
+) -> Response {
     let id = request_id::from_headers(request.headers());
     let method = request.method().clone();
-    // The matched route keeps ids out of the span name (low cardinality);
-    // unknown routes log their raw path.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| request.uri().path().to_string());
-    let span = tracing::info_span!("request", request_id = %id, %method, %route);
+    // The matched route keeps ids out of the logs (low cardinality); unknown
+    // routes log their raw path. MatchedPath is an Arc: no copy per request.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let raw_path = matched.is_none().then(|| request.uri().path().to_string());
+    // One field: every line logged inside the request carries the id; the
+    // method and route go on the access-log line itself (fewer fields to
+    // format for every request).
+    let span = tracing::info_span!("request", request_id = %id);
     let started = Instant::now();
 
     let mut response = request_id::scope(
@@ -40,20 +44,31 @@ pub async fn request_context(request: Request, next: Next) -> Response {
     )
     .await;
 
+    let route = matched
+        .as_ref()
+        .map(MatchedPath::as_str)
+        .or(raw_path.as_deref())
+        .unwrap_or_default();
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
         // Probes hit every few seconds (and 503 is a normal answer while
         // starting or draining): keep them out of the info log.
-        if route.starts_with("/api/v1/health") {
-            tracing::debug!(status, latency_ms, "request completed");
-        } else if status >= 500 {
-            tracing::warn!(status, latency_ms, "request failed");
-        } else {
-            tracing::info!(status, latency_ms, "request completed");
+        match access {
+            AccessLog::Off => {}
+            _ if route.starts_with("/api/v1/health") => {
+                tracing::debug!(%method, %route, status, latency_ms, "request completed");
+            }
+            _ if status >= 500 => {
+                tracing::warn!(%method, %route, status, latency_ms, "request failed");
+            }
+            AccessLog::All => {
+                tracing::info!(%method, %route, status, latency_ms, "request completed");
+            }
+            AccessLog::Errors => {}
         }
     });
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Ok(value) = HeaderValue::try_from(id) {
         response
             .headers_mut()
             .insert(request_id::X_REQUEST_ID.clone(), value);
@@ -123,11 +138,15 @@ pub async fn strict_transport_security(request: Request, next: Next) -> Response
 pub fn cors(config: &Config) -> CorsLayer {
     let origins = match &config.http.cors_origins {
         CorsOrigins::Any => AllowOrigin::any(),
-        CorsOrigins::List(list) => AllowOrigin::list(
-            list.iter()
+        CorsOrigins::List(list) => {
+            // A predicate over a shared list: the layer is cloned for every
+            // request, and `AllowOrigin::list` would copy its Vec each time.
+            let allowed: std::sync::Arc<[HeaderValue]> = list
+                .iter()
                 .filter_map(|o| HeaderValue::from_str(o).ok())
-                .collect::<Vec<_>>(),
-        ),
+                .collect();
+            AllowOrigin::predicate(move |origin, _| allowed.contains(origin))
+        }
     };
     CorsLayer::new()
         .allow_origin(origins)

@@ -27,9 +27,25 @@ use crate::{
     auth::AuthService, config::Config, db::Db, github::GithubService, readiness::Readiness,
 };
 
-/// What handlers share. Cheap to clone.
+/// What handlers share: one `Arc`, so the clone axum makes for every
+/// request is a reference count, not a copy of every service.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateParts>);
+
+impl AppState {
+    pub fn new(parts: AppStateParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateParts;
+    fn deref(&self) -> &AppStateParts {
+        &self.0
+    }
+}
+
+pub struct AppStateParts {
     pub config: Arc<Config>,
     pub readiness: Readiness,
     /// The rotating pool; `None` only when running without identity (dev).
@@ -76,7 +92,10 @@ pub fn router(state: AppState, extra: Router) -> Router {
     // ones the inner layers produce (timeouts, panics, body limits).
     app.layer(
         ServiceBuilder::new()
-            .layer(axum::middleware::from_fn(middleware::request_context))
+            .layer(axum::middleware::from_fn_with_state(
+                config.log.access,
+                middleware::request_context,
+            ))
             .layer(axum::middleware::from_fn(middleware::security_headers))
             .layer(middleware::cors(&config))
             .layer(CatchPanicLayer::custom(middleware::panic_response))

@@ -147,6 +147,7 @@ pub fn init_logs() {
     precinct::telemetry::init(&precinct::config::LogConfig {
         format: precinct::config::LogFormat::Pretty,
         filter: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        access: precinct::config::AccessLog::All,
     });
 }
 
