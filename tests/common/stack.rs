@@ -138,8 +138,19 @@ impl Stack {
 
     pub async fn start_bao(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("bao.log")).unwrap();
+        // A file audit device: every request OpenBao serves, countable by tests.
+        let config = self.dir.path().join("bao.hcl");
+        std::fs::write(
+            &config,
+            format!(
+                "audit \"file\" \"file\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                self.audit_log().display()
+            ),
+        )
+        .unwrap();
         let child = Command::new(bao_bin())
             .args(["server", "-dev", "-dev-root-token-id=root"])
+            .arg(format!("-config={}", config.display()))
             .arg(format!("-dev-listen-address=127.0.0.1:{}", self.bao_port))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -161,8 +172,46 @@ impl Stack {
         panic!("OpenBao dev server did not start");
     }
 
+    pub fn audit_log(&self) -> std::path::PathBuf {
+        self.dir.path().join("bao-audit.log")
+    }
+
+    /// Requests OpenBao has received for `path` (e.g. `transit/keys/x`),
+    /// from its audit log.
+    pub fn bao_requests(&self, path: &str) -> usize {
+        let needle = format!("\"path\":\"{path}\"");
+        std::fs::read_to_string(self.audit_log())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"type\":\"request\"") && l.contains(&needle))
+            .count()
+    }
+
+    /// SIGSTOP: OpenBao keeps its state, its connections hang (an overloaded
+    /// or partitioned OpenBao).
+    pub fn freeze_bao(&self) {
+        self.signal_bao("-STOP");
+    }
+
+    pub fn thaw_bao(&self) {
+        self.signal_bao("-CONT");
+    }
+
+    fn signal_bao(&self, signal: &str) {
+        let pid = self.bao.as_ref().expect("OpenBao running").id();
+        let ok = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {signal} {pid}");
+    }
+
     pub fn stop_bao(&mut self) {
         if let Some(mut child) = self.bao.take() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
