@@ -98,6 +98,8 @@ pub enum CorsOrigins {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub addr: SocketAddr,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies, ingress).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub cors_origins: CorsOrigins,
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
@@ -175,6 +177,7 @@ pub struct AuthConfig {
     pub hash_concurrency: usize,
     pub login_per_ip_per_minute: u32,
     pub login_per_username_per_minute: u32,
+    pub register_per_ip_per_minute: u32,
 }
 
 /// The GitHub API and how tokens are kept.
@@ -186,6 +189,7 @@ pub struct GithubConfig {
     pub connect_timeout: Duration,
     pub kv_prefix: String,
     pub etag_cache_entries: usize,
+    pub configure_per_user_per_minute: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -257,8 +261,12 @@ impl Config {
             ));
         }
 
+        let trusted_raw = v.string_or("TRUSTED_PROXIES", "");
+        let trusted_proxies = parse_trusted_proxies(&trusted_raw)
+            .map_err(|m| ConfigError::new("TRUSTED_PROXIES", m))?;
         let http = HttpConfig {
             addr: v.parse_or("HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))?,
+            trusted_proxies,
             cors_origins,
             request_timeout: v.duration_or("HTTP_REQUEST_TIMEOUT", "30s")?,
             body_limit_bytes: v.parse_or("HTTP_BODY_LIMIT_BYTES", 64 * 1024)?,
@@ -477,6 +485,7 @@ fn parse_auth(v: &mut Vars<'_>) -> Result<AuthConfig, ConfigError> {
         hash_concurrency: v.parse_or("AUTH_HASH_CONCURRENCY", cores.saturating_sub(1).max(1))?,
         login_per_ip_per_minute: v.parse_or("AUTH_LOGIN_RATE_PER_IP", 30)?,
         login_per_username_per_minute: v.parse_or("AUTH_LOGIN_RATE_PER_USERNAME", 10)?,
+        register_per_ip_per_minute: v.parse_or("AUTH_REGISTER_RATE_PER_IP", 5)?,
     };
     if c.access_ttl < Duration::from_secs(30) || c.access_ttl > Duration::from_secs(24 * 3600) {
         return Err(ConfigError::new(
@@ -523,7 +532,21 @@ fn parse_github(v: &mut Vars<'_>) -> Result<GithubConfig, ConfigError> {
         connect_timeout: v.duration_or("GITHUB_CONNECT_TIMEOUT", "3s")?,
         kv_prefix: v.string_or("GITHUB_KV_PREFIX", "github"),
         etag_cache_entries: v.parse_or("GITHUB_ETAG_CACHE_ENTRIES", 10_000)?,
+        configure_per_user_per_minute: v.parse_or("GITHUB_CONFIGURE_RATE_PER_USER", 5)?,
     })
+}
+
+/// `10.0.0.0/8, 192.168.1.7` → networks (a bare address is a /32 or /128).
+fn parse_trusted_proxies(raw: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{item:?} is not an IP address or CIDR like 10.0.0.0/8"))
+        })
+        .collect()
 }
 
 fn parse_cors(raw: &str) -> Result<CorsOrigins, String> {

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 pub use jwt::{AccessClaims, TokenError, TokenService};
 use password::{Hasher, Verified};
-use ratelimit::LoginLimiter;
+use ratelimit::{Limiter, LoginLimiter};
 
 use crate::{
     audit::{self, RequestMeta},
@@ -69,6 +69,8 @@ pub struct AuthService {
     hasher: Hasher,
     tokens: TokenService,
     limiter: Arc<LoginLimiter>,
+    /// Per client IP, checked before any hashing.
+    register_limiter: Arc<Limiter<std::net::IpAddr>>,
     refresh_ttl: Duration,
 }
 
@@ -93,6 +95,7 @@ impl AuthService {
                 config.login_per_ip_per_minute,
                 config.login_per_username_per_minute,
             )),
+            register_limiter: Arc::new(Limiter::per_minute(config.register_per_ip_per_minute)),
             refresh_ttl: config.refresh_ttl,
         }
     }
@@ -114,6 +117,21 @@ impl AuthService {
         password: &SecretString,
         meta: &RequestMeta,
     ) -> Result<User, AuthError> {
+        // Before Argon2id: a flood of registrations must not buy CPU.
+        if let Err(retry_after) = self.register_limiter.check(&meta.client_ip) {
+            if let Ok(pool) = self.db.pool() {
+                audit::record(
+                    &pool,
+                    "register",
+                    "failure",
+                    None,
+                    meta,
+                    json!({"reason": "rate_limited"}),
+                )
+                .await;
+            }
+            return Err(AuthError::RateLimited { retry_after });
+        }
         let hash = self.hasher.hash(password).await?;
         let pool = self.db.pool()?;
         let id = Uuid::now_v7();

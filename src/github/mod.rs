@@ -36,6 +36,8 @@ pub enum GithubError {
     Bao(#[from] BaoError),
     #[error("OpenBao session not established yet")]
     NoSession,
+    #[error("too many attempts")]
+    RateLimited { retry_after: std::time::Duration },
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -141,6 +143,8 @@ pub struct GithubService {
     /// reconfigure and delete.
     etags: Arc<std::sync::Mutex<EtagCache>>,
     etag_capacity: usize,
+    /// Configure attempts per user.
+    configure_limiter: Arc<crate::auth::ratelimit::Limiter<Uuid>>,
 }
 
 impl GithubService {
@@ -156,6 +160,9 @@ impl GithubService {
             kv_prefix: config.kv_prefix.clone(),
             etags: Default::default(),
             etag_capacity: config.etag_cache_entries,
+            configure_limiter: Arc::new(crate::auth::ratelimit::Limiter::per_minute(
+                config.configure_per_user_per_minute,
+            )),
         }
     }
 
@@ -182,6 +189,10 @@ impl GithubService {
         token: &SecretString,
         meta: &RequestMeta,
     ) -> Result<Configured, GithubError> {
+        // Each attempt costs a call to GitHub and a write to OpenBao.
+        self.configure_limiter
+            .check(&user)
+            .map_err(|retry_after| GithubError::RateLimited { retry_after })?;
         if !token_shape_ok(token.expose_secret()) {
             return Err(GithubError::TokenShape);
         }

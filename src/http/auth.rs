@@ -109,17 +109,24 @@ fn service(state: &AppState) -> Result<&AuthService, ApiError> {
     })
 }
 
-/// Request metadata for audit rows.
+/// Request metadata for audit rows and rate limits: the client IP is the
+/// TCP peer, or what `X-Forwarded-For` says when that peer is a trusted proxy
+/// (`TRUSTED_PROXIES`, see `client_ip`).
 pub struct Meta(pub RequestMeta);
 
-impl<S: Send + Sync> FromRequestParts<S> for Meta {
+impl FromRequestParts<AppState> for Meta {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let ip =
+            super::client_ip::client_ip(peer, &parts.headers, &state.config.http.trusted_proxies);
         let ua = parts
             .headers
             .get(header::USER_AGENT)
@@ -209,13 +216,7 @@ impl From<AuthError> for ApiError {
                 "an account with this username or email already exists",
             ),
             AuthError::RateLimited { retry_after } => {
-                let secs = retry_after.as_secs().max(1);
-                ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "too many login attempts; retry later",
-                )
-                .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
+                ApiError::rate_limited("too many attempts; retry later", retry_after)
             }
             AuthError::RefreshInvalid => unauthorized(
                 "refresh_invalid",

@@ -91,6 +91,15 @@ impl ApiError {
             .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
     }
 
+    /// 429 with `Retry-After` (whole seconds, at least 1): every rate limit
+    /// answers in this one shape.
+    pub fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).with_header(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after.as_secs().max(1)),
+        )
+    }
+
     /// A failure we do not explain to the client: logs `detail`, answers 500.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");

@@ -41,6 +41,9 @@ impl From<GithubError> for ApiError {
                 field: "github_token".into(),
                 message: "does not look like a GitHub token (ghp_…, github_pat_…, gho_…)".into(),
             }]),
+            GithubError::RateLimited { retry_after } => {
+                ApiError::rate_limited("too many attempts; retry later", retry_after)
+            }
             GithubError::TokenRejected => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "github_token_rejected",

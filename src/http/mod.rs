@@ -1,6 +1,7 @@
 //! The HTTP surface: router, middleware, error mapping, OpenAPI.
 
 mod auth;
+pub mod client_ip;
 mod error;
 mod github;
 mod health;
