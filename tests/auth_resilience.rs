@@ -254,3 +254,51 @@ async fn transit_unreachable_during_a_refresh_burns_nothing_and_the_retry_succee
     assert_eq!(audit_count(&stack, "refresh_reuse").await, 0);
     app.stop().await;
 }
+
+// An attacker's own P-256 key (throwaway, for this test only).
+const ATTACKER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg86CgpDoBq1bSQt98
+AbrhmRpwJ2Jtg+Ckj2tyqy4d4KuhRANCAAS9D8WKmELUlWlq8gExv53uy6gMAXO5
+4T9tDGyTBu5aLjt78RbFd5Ly8FsM77sEpASBRDl7wYJrKEvU1HxyFLEO
+-----END PRIVATE KEY-----";
+
+#[tokio::test]
+async fn keys_named_inside_the_token_jwk_or_jku_are_never_trusted() {
+    let (stack, app) = start(&[]).await;
+    let (token, _) = session(&app, "kevin").await;
+    let reads_before = stack.bao_requests(KEYS_PATH);
+    let payload = token.split('.').nth(1).unwrap();
+    let attacker_jwk = json!({"kty": "EC", "crv": "P-256",
+        "x": "vQ_FiphC1JVpavIBMb-d7suoDAFzueE_bQxskwbuWi4",
+        "y": "O3vxFsV3kvLwWwzvuwSkBIFEOXvBgmsoS9TUfHIUsQ4"});
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(ATTACKER_KEY.as_bytes()).unwrap();
+    let headers = [
+        json!({"alg": "ES256", "kid": "precinct-access-token-v1", "jwk": attacker_jwk}),
+        json!({"alg": "ES256", "jwk": attacker_jwk}),
+        json!({"alg": "ES256", "kid": "precinct-access-token-v1", "jku": "http://127.0.0.1:9/keys.json"}),
+    ];
+    for header in headers {
+        let input = format!(
+            "{}.{payload}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap())
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::ES256)
+                .unwrap();
+        let forged = format!("{input}.{signature}");
+        assert_eq!(
+            me_status(&app, &forged).await,
+            StatusCode::UNAUTHORIZED,
+            "{header}"
+        );
+    }
+    // A stripped signature.
+    let stripped = format!("{}.{payload}.", token.split('.').next().unwrap());
+    assert_eq!(me_status(&app, &stripped).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        stack.bao_requests(KEYS_PATH),
+        reads_before,
+        "no OpenBao call for any of them"
+    );
+    app.stop().await;
+}

@@ -186,9 +186,10 @@ impl TokenService {
         if let Some(cache) = &self.verified
             && let Some((claims, version)) = cache.get(&digest)
         {
-            // The same bound as a fresh verification: never past exp+leeway,
+            // The same bound as a fresh verification (jsonwebtoken refuses
+            // exp < now - leeway): never past exp+leeway,
             // and never by a key version that is gone.
-            if claims.exp + self.leeway as i64 > now
+            if claims.exp + self.leeway as i64 >= now
                 && self.keys.current().keys.contains_key(&version)
             {
                 return Ok(claims);
@@ -246,5 +247,140 @@ impl TokenService {
             })
             .collect();
         Ok(json!({ "keys": keys }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use jsonwebtoken::{EncodingKey, Header};
+
+    use super::*;
+    use crate::auth::keys::{KeySet, PublicKey, ec_point_from_spki_pem};
+
+    // A throwaway P-256 key for these tests only.
+    const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg86CgpDoBq1bSQt98
+AbrhmRpwJ2Jtg+Ckj2tyqy4d4KuhRANCAAS9D8WKmELUlWlq8gExv53uy6gMAXO5
+4T9tDGyTBu5aLjt78RbFd5Ly8FsM77sEpASBRDl7wYJrKEvU1HxyFLEO
+-----END PRIVATE KEY-----";
+    const PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEvQ/FiphC1JVpavIBMb+d7suoDAFz
+ueE/bQxskwbuWi47e/EWxXeS8vBbDO+7BKQEgUQ5e8GCayhL1NR8chSxDg==
+-----END PUBLIC KEY-----";
+
+    fn key_set(versions: &[u64]) -> KeySet {
+        let (x, y) = ec_point_from_spki_pem(PUBLIC).unwrap();
+        let mut keys = BTreeMap::new();
+        for v in versions {
+            let decoding = jsonwebtoken::DecodingKey::from_ec_components(&x, &y).unwrap();
+            keys.insert(
+                *v,
+                PublicKey {
+                    x: x.clone(),
+                    y: y.clone(),
+                    decoding,
+                },
+            );
+        }
+        KeySet {
+            latest: versions.iter().max().copied().unwrap_or(0),
+            keys,
+            fetched: Some(std::time::Instant::now()),
+        }
+    }
+
+    fn service() -> TokenService {
+        let keys = Arc::new(SigningKeys::default());
+        keys.publish(key_set(&[1]));
+        TokenService::new(
+            Arc::new(tokio::sync::OnceCell::new()),
+            keys,
+            "transit".into(),
+            "k".into(),
+            "precinct".into(),
+            "precinct-api".into(),
+            Duration::from_secs(900),
+            100,
+        )
+    }
+
+    fn token(exp_in: i64) -> String {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = AccessClaims {
+            iss: "precinct".into(),
+            aud: "precinct-api".into(),
+            sub: Uuid::nil(),
+            username: "jake".into(),
+            iat: now,
+            exp: now + exp_in,
+            jti: Uuid::nil(),
+        };
+        let header = Header {
+            kid: Some("k-v1".into()),
+            ..Header::new(Algorithm::ES256)
+        };
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_ec_pem(PRIVATE.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_cached_token_is_never_served_past_its_expiry() {
+        let tokens = service();
+        // Expired 4 s ago: still inside the 5 s leeway, so it verifies (and is cached).
+        let t = token(-4);
+        assert!(tokens.verify(&t).is_ok());
+        assert!(tokens.verify(&t).is_ok(), "served from the cache");
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(matches!(tokens.verify(&t), Err(TokenError::Expired)));
+    }
+
+    #[test]
+    fn a_key_version_that_disappears_takes_its_cached_tokens_with_it() {
+        let tokens = service();
+        let t = token(600);
+        assert!(tokens.verify(&t).is_ok());
+        let old = tokens.keys().current().latest;
+        let new = key_set(&[2]);
+        tokens.on_keys_changed(&key_set(&[old]), &new);
+        tokens.keys().publish(new);
+        assert!(matches!(tokens.verify(&t), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_tampered_copy_of_a_cached_token_is_verified_and_refused() {
+        let tokens = service();
+        let t = token(600);
+        assert!(tokens.verify(&t).is_ok());
+        let mut parts: Vec<&str> = t.split('.').collect();
+        let forged = URL_SAFE_NO_PAD.encode(br#"{"iss":"precinct","aud":"precinct-api","sub":"00000000-0000-0000-0000-000000000000","username":"admin","iat":1,"exp":4000000000,"jti":"00000000-0000-0000-0000-000000000000"}"#);
+        parts[1] = &forged;
+        assert!(matches!(
+            tokens.verify(&parts.join(".")),
+            Err(TokenError::Invalid(_))
+        ));
+        // A stripped signature, too.
+        let stripped = format!("{}.{}.", parts[0], t.split('.').nth(1).unwrap());
+        assert!(tokens.verify(&stripped).is_err());
+    }
+
+    #[test]
+    fn an_unknown_newer_kid_asks_the_owner_for_keys_and_is_refused_now() {
+        let tokens = service();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k-v7".into());
+        let claims = json!({"iss":"precinct","aud":"precinct-api","sub":Uuid::nil(),"username":"x","iat":1,"exp":4000000000i64,"jti":Uuid::nil()});
+        let t = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_ec_pem(PRIVATE.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(tokens.verify(&t), Err(TokenError::Invalid(_))));
     }
 }

@@ -238,7 +238,7 @@ pub async fn run(
 
 /// x and y (base64url) of a P-256 SubjectPublicKeyInfo PEM: its last 65
 /// bytes are the uncompressed point 0x04 || x || y.
-fn ec_point_from_spki_pem(pem: &str) -> Option<(String, String)> {
+pub(crate) fn ec_point_from_spki_pem(pem: &str) -> Option<(String, String)> {
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let der = STANDARD.decode(body).ok()?;
     if der.len() != 91 || der[der.len() - 65] != 4 {
