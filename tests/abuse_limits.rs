@@ -7,20 +7,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    TestApp, spawn_app_env,
-    stack::{Lifetimes, Stack, env_with, wait_ready},
+    TestApp,
+    stack::{Stack, start_ready as start},
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct-horse-battery-staple";
-
-async fn start(extra: &[(&str, &str)]) -> (Stack, TestApp) {
-    let stack = Stack::start(Lifetimes::default()).await;
-    let app = spawn_app_env(&env_with(&stack, extra), |_| axum::Router::new()).await;
-    wait_ready(&app, Duration::from_secs(30)).await;
-    (stack, app)
-}
 
 async fn register(app: &TestApp, name: &str, forwarded_for: Option<&str>) -> reqwest::Response {
     let mut req = app

@@ -9,27 +9,11 @@ use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
 use common::{
-    TestApp, spawn_app_env,
-    stack::{Lifetimes, Stack, env_with, wait_ready},
+    TestApp, post_json as post,
+    stack::{Stack, start_ready as start},
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-async fn start(extra: &[(&str, &str)]) -> (Stack, TestApp) {
-    let stack = Stack::start(Lifetimes::default()).await;
-    let app = spawn_app_env(&env_with(&stack, extra), |_| axum::Router::new()).await;
-    wait_ready(&app, Duration::from_secs(30)).await;
-    (stack, app)
-}
-
-async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
 
 async fn me(app: &TestApp, token: &str) -> reqwest::Response {
     app.client

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use common::{
-    TestApp, spawn_app_env,
-    stack::{Lifetimes, Stack, env_with, wait_ready},
+    TestApp, post_json as post,
+    stack::{Stack, start_ready as start},
 };
 use futures::StreamExt;
 use reqwest::StatusCode;
@@ -18,22 +18,6 @@ use sqlx::Row;
 
 const PASSWORD: &str = "correct-horse-battery-staple";
 const KEYS_PATH: &str = "transit/keys/precinct-access-token";
-
-async fn start(extra: &[(&str, &str)]) -> (Stack, TestApp) {
-    let stack = Stack::start(Lifetimes::default()).await;
-    let app = spawn_app_env(&env_with(&stack, extra), |_| axum::Router::new()).await;
-    wait_ready(&app, Duration::from_secs(30)).await;
-    (stack, app)
-}
-
-async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
 
 /// Registers `name` and logs in: (access token, refresh token).
 async fn session(app: &TestApp, name: &str) -> (String, String) {

@@ -104,6 +104,28 @@ impl AuthService {
         &self.tokens
     }
 
+    /// Audits a refusal by a rate limit (when the database is there to
+    /// record it) and returns the error that answers 429.
+    async fn rate_limited(
+        &self,
+        event: &str,
+        retry_after: Duration,
+        meta: &RequestMeta,
+    ) -> AuthError {
+        if let Ok(pool) = self.db.pool() {
+            audit::record(
+                &pool,
+                event,
+                "failure",
+                None,
+                meta,
+                json!({"reason": "rate_limited"}),
+            )
+            .await;
+        }
+        AuthError::RateLimited { retry_after }
+    }
+
     fn sql(&self, e: sqlx::Error) -> AuthError {
         AuthError::Db(self.db.classify(e))
     }
@@ -119,18 +141,7 @@ impl AuthService {
     ) -> Result<User, AuthError> {
         // Before Argon2id: a flood of registrations must not buy CPU.
         if let Err(retry_after) = self.register_limiter.check(&meta.client_ip) {
-            if let Ok(pool) = self.db.pool() {
-                audit::record(
-                    &pool,
-                    "register",
-                    "failure",
-                    None,
-                    meta,
-                    json!({"reason": "rate_limited"}),
-                )
-                .await;
-            }
-            return Err(AuthError::RateLimited { retry_after });
+            return Err(self.rate_limited("register", retry_after, meta).await);
         }
         let hash = self.hasher.hash(password).await?;
         let pool = self.db.pool()?;
@@ -167,18 +178,7 @@ impl AuthService {
         meta: &RequestMeta,
     ) -> Result<Tokens, AuthError> {
         if let Err(retry_after) = self.limiter.check(meta.client_ip, username) {
-            if let Ok(pool) = self.db.pool() {
-                audit::record(
-                    &pool,
-                    "login",
-                    "failure",
-                    None,
-                    meta,
-                    json!({"reason": "rate_limited"}),
-                )
-                .await;
-            }
-            return Err(AuthError::RateLimited { retry_after });
+            return Err(self.rate_limited("login", retry_after, meta).await);
         }
         let pool = self.db.pool()?;
         let user = sqlx::query(

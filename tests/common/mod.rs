@@ -157,6 +157,16 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// POST `body` as JSON to `path` on `app`.
+pub async fn post_json(app: &TestApp, path: &str, body: serde_json::Value) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// GET `url` and parse the JSON body (panics on any failure: tests only).
 pub async fn get_json<T: serde::de::DeserializeOwned>(
     client: &reqwest::Client,

@@ -365,6 +365,14 @@ impl Drop for Stack {
     }
 }
 
+/// A fresh stack and the application on it, ready.
+pub async fn start_ready(extra: &[(&str, &str)]) -> (Stack, super::TestApp) {
+    let stack = Stack::start(Lifetimes::default()).await;
+    let app = super::spawn_app_env(&env_with(&stack, extra), |_| axum::Router::new()).await;
+    wait_ready(&app, Duration::from_secs(30)).await;
+    (stack, app)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
