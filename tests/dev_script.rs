@@ -179,6 +179,35 @@ impl DevRun {
     }
 }
 
+/// Whatever a failed assertion left: the processes, the database, the roles.
+impl Drop for DevRun {
+    fn drop(&mut self) {
+        for (pid, _) in processes_of(self.dir.path()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let db = self.db_name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                    let _ = admin
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+                        )))
+                        .await;
+                    drop_tagged_roles(&mut admin, db.trim_start_matches("precinct_t_")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 #[tokio::test]
 async fn ctrl_c_stops_everything_dev_sh_started() {
     let run = DevRun::start_ready().await;
