@@ -12,8 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::stack::{admin_url, drop_tagged_roles, free_port, role_template};
-use sqlx::{Connection, Executor, PgConnection};
+use common::stack::{admin_url, cleanup_db, cleanup_db_blocking, free_port, role_template};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -152,15 +151,7 @@ impl DevRun {
             started.len(),
             left.len()
         );
-        let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
-        let _ = admin
-            .execute(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.db_name
-            )))
-            .await;
-        let roles =
-            drop_tagged_roles(&mut admin, self.db_name.trim_start_matches("precinct_t_")).await;
+        let roles = cleanup_db(&admin_url(), &self.db_name).await;
         for (pid, _) in &left {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
@@ -187,24 +178,7 @@ impl Drop for DevRun {
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
-        let db = self.db_name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-                    let _ = admin
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-                        )))
-                        .await;
-                    drop_tagged_roles(&mut admin, db.trim_start_matches("precinct_t_")).await;
-                }
-            });
-        })
-        .join();
+        cleanup_db_blocking(admin_url(), self.db_name.clone());
     }
 }
 

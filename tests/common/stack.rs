@@ -340,28 +340,37 @@ pub async fn drop_tagged_roles(admin: &mut PgConnection, tag: &str) -> Vec<Strin
     roles
 }
 
+/// Drops a test's database, then the dynamic roles tagged with its name;
+/// returns the roles it had to drop (revocation should have dropped them).
+pub async fn cleanup_db(admin_url: &str, db: &str) -> Vec<String> {
+    let Ok(mut admin) = PgConnection::connect(admin_url).await else {
+        return Vec::new();
+    };
+    let _ = admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+        )))
+        .await;
+    drop_tagged_roles(&mut admin, role_tag(db)).await
+}
+
+/// The same from synchronous code (`Drop`): on a thread with its own runtime.
+pub fn cleanup_db_blocking(admin_url: String, db: String) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(cleanup_db(&admin_url, &db))
+    })
+    .join();
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         self.stop_bao();
         // The database is uniquely named; its roles are tagged with its name.
-        let (url, db) = (self.admin_url.clone(), self.db_name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut c) = PgConnection::connect(&url).await {
-                    let _ = c
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-                        )))
-                        .await;
-                    drop_tagged_roles(&mut c, role_tag(&db)).await;
-                }
-            });
-        })
-        .join();
+        cleanup_db_blocking(self.admin_url.clone(), self.db_name.clone());
     }
 }
 
