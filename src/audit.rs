@@ -4,7 +4,6 @@
 use std::net::IpAddr;
 
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// Where a request came from.
@@ -15,45 +14,18 @@ pub struct RequestMeta {
     pub request_id: Option<String>,
 }
 
-/// Writes one row. Audit failures are logged, never fail the request.
-pub async fn record(
-    pool: &PgPool,
+/// Writes one row, on a pool or inside a transaction (`&mut *tx`: the row
+/// commits, or not, with the change it describes). Audit failures are
+/// logged, never fail the request.
+pub async fn record<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     event: &str,
     outcome: &str,
     user_id: Option<Uuid>,
     meta: &RequestMeta,
     detail: Value,
 ) {
-    let result = insert(event, outcome, user_id, meta, detail)
-        .execute(pool)
-        .await;
-    report(result, event, outcome);
-}
-
-/// The same, inside a transaction: the row commits (or not) with the change
-/// it describes.
-pub async fn record_in(
-    conn: &mut PgConnection,
-    event: &str,
-    outcome: &str,
-    user_id: Option<Uuid>,
-    meta: &RequestMeta,
-    detail: Value,
-) {
-    let result = insert(event, outcome, user_id, meta, detail)
-        .execute(conn)
-        .await;
-    report(result, event, outcome);
-}
-
-fn insert<'q>(
-    event: &'q str,
-    outcome: &'q str,
-    user_id: Option<Uuid>,
-    meta: &'q RequestMeta,
-    detail: Value,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(
+    let result = sqlx::query(
         "insert into audit_log (event, outcome, user_id, client_ip, user_agent, request_id, detail) \
          values ($1, $2, $3, $4::inet, $5, $6, $7)",
     )
@@ -64,9 +36,8 @@ fn insert<'q>(
     .bind(meta.user_agent.as_deref().map(|ua| truncate(ua, 512)))
     .bind(meta.request_id.as_deref())
     .bind(detail)
-}
-
-fn report(result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>, event: &str, outcome: &str) {
+    .execute(executor)
+    .await;
     if let Err(e) = result {
         tracing::error!(error = %e, event, outcome, "could not write audit log row");
     }

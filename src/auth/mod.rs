@@ -114,7 +114,7 @@ impl AuthService {
     ) -> AuthError {
         if let Ok(pool) = self.db.pool() {
             audit::record(
-                &pool,
+                &*pool,
                 event,
                 "failure",
                 None,
@@ -158,10 +158,10 @@ impl AuthService {
         .await
         .map_err(|e| self.sql(e))?;
         let Some(row) = row else {
-            audit::record(&pool, "register", "conflict", None, meta, json!({})).await;
+            audit::record(&*pool, "register", "conflict", None, meta, json!({})).await;
             return Err(AuthError::AccountExists);
         };
-        audit::record(&pool, "register", "success", Some(id), meta, json!({})).await;
+        audit::record(&*pool, "register", "success", Some(id), meta, json!({})).await;
         Ok(User {
             id,
             username: username.to_string(),
@@ -197,7 +197,7 @@ impl AuthService {
                 "unknown_user"
             };
             audit::record(
-                &pool,
+                &*pool,
                 "login",
                 "failure",
                 None,
@@ -221,7 +221,7 @@ impl AuthService {
             tracing::info!(user_id = %id, "password hash upgraded to Argon2id");
         }
         let tokens = self.issue_new_family(&pool, id, &name).await?;
-        audit::record(&pool, "login", "success", Some(id), meta, json!({})).await;
+        audit::record(&*pool, "login", "success", Some(id), meta, json!({})).await;
         Ok(tokens)
     }
 
@@ -320,7 +320,7 @@ impl AuthService {
         let Some((family, family_revoked)) = self.lock_family(&mut tx, &hash).await? else {
             drop(tx);
             audit::record(
-                &pool,
+                &*pool,
                 "refresh",
                 "failure",
                 None,
@@ -347,8 +347,8 @@ impl AuthService {
                 self.revoke_family(&mut tx, family).await?;
                 tracing::warn!(event = "refresh_reuse_detected", user_id = %user_id, "refresh token reused: family revoked");
             }
-            audit::record_in(
-                &mut tx,
+            audit::record(
+                &mut *tx,
                 "refresh_reuse",
                 "family_revoked",
                 Some(user_id),
@@ -362,7 +362,7 @@ impl AuthService {
         if family_revoked || row.get::<bool, _>("revoked") || row.get::<bool, _>("expired") {
             drop(tx);
             audit::record(
-                &pool,
+                &*pool,
                 "refresh",
                 "failure",
                 Some(user_id),
@@ -381,8 +381,8 @@ impl AuthService {
             .execute(&mut *tx)
             .await
             .map_err(|e| self.sql(e))?;
-        audit::record_in(
-            &mut tx,
+        audit::record(
+            &mut *tx,
             "refresh",
             "success",
             Some(user_id),
@@ -409,7 +409,15 @@ impl AuthService {
                 .await
                 .map_err(|e| self.sql(e))?;
         self.revoke_family(&mut tx, family).await?;
-        audit::record_in(&mut tx, "logout", "success", Some(user_id), meta, json!({})).await;
+        audit::record(
+            &mut *tx,
+            "logout",
+            "success",
+            Some(user_id),
+            meta,
+            json!({}),
+        )
+        .await;
         tx.commit().await.map_err(|e| self.sql(e))?;
         Ok(())
     }

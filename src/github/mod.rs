@@ -201,7 +201,7 @@ impl GithubService {
             Err(UpstreamError::Unauthorized) => {
                 let pool = self.db.pool()?;
                 audit::record(
-                    &pool,
+                    &*pool,
                     "github_configure",
                     "failure",
                     Some(user),
@@ -240,7 +240,7 @@ impl GithubService {
         .await
         .map_err(|e| self.db.classify(e))?;
         audit::record(
-            &pool,
+            &*pool,
             "github_configure",
             "success",
             Some(user),
@@ -270,7 +270,7 @@ impl GithubService {
             return Err(GithubError::NotConfigured);
         }
         audit::record(
-            &pool,
+            &*pool,
             "github_delete",
             "success",
             Some(user),
@@ -344,7 +344,7 @@ impl GithubService {
             .execute(&*pool)
             .await;
             audit::record(
-                &pool,
+                &*pool,
                 "github_token_invalid",
                 "detected",
                 Some(user),
