@@ -287,7 +287,6 @@ ueE/bQxskwbuWi47e/EWxXeS8vBbDO+7BKQEgUQ5e8GCayhL1NR8chSxDg==
         KeySet {
             latest: versions.iter().max().copied().unwrap_or(0),
             keys,
-            fetched: Some(std::time::Instant::now()),
         }
     }
 

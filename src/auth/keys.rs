@@ -43,8 +43,6 @@ pub struct KeySet {
     pub keys: BTreeMap<u64, PublicKey>,
     /// The newest version: new tokens are signed with it.
     pub latest: u64,
-    /// Monotonic time of the fetch (None before the first).
-    pub fetched: Option<Instant>,
 }
 
 /// When the owner task fetches next. Pure: tested by table below.
@@ -162,11 +160,7 @@ impl KeySource {
             keys.insert(version, PublicKey { x, y, decoding });
         }
         let latest = keys.keys().max().copied().unwrap_or(0);
-        Ok(KeySet {
-            keys,
-            latest,
-            fetched: Some(Instant::now()),
-        })
+        Ok(KeySet { keys, latest })
     }
 }
 
