@@ -16,8 +16,7 @@ use crate::{
     shutdown,
 };
 
-/// The first fatal startup error, reported by `run_until_stopped`.
-type Fatal = Arc<std::sync::Mutex<Option<String>>>;
+use crate::supervise::{Fatal, Lifetime, Supervisor};
 
 /// Errors that stop the application from starting or serving.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +51,8 @@ pub struct Application {
     events: crate::events::PodEvents,
     /// Access tokens: their public keys have an owner task of their own.
     tokens: Option<crate::auth::TokenService>,
+    /// Owns every background task.
+    supervisor: Supervisor,
 }
 
 impl Application {
@@ -111,20 +112,36 @@ impl Application {
             github,
         });
         let extra = extra(state.clone());
+        let (tasks_cancel, tasks, shutdown_trigger, fatal) = (
+            CancellationToken::new(),
+            TaskTracker::new(),
+            CancellationToken::new(),
+            Fatal::default(),
+        );
+        let supervisor = Supervisor::new(
+            tasks.clone(),
+            tasks_cancel.clone(),
+            readiness.register("tasks", "starting"),
+            events.clone(),
+            fatal.clone(),
+            shutdown_trigger.clone(),
+            config.tasks.failure_grace,
+        );
         let app = Self {
             router: http::router(state, extra),
             config,
             listener,
             addr,
             readiness,
-            tasks_cancel: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-            shutdown_trigger: CancellationToken::new(),
-            fatal: Fatal::default(),
+            tasks_cancel,
+            tasks,
+            shutdown_trigger,
+            fatal,
             db,
             session,
             events,
             tokens,
+            supervisor,
         };
         app.spawn_bring_up();
         Ok(app)
@@ -154,9 +171,9 @@ impl Application {
         if let Some(tokens) = self.tokens.clone() {
             self.spawn_signing_keys(tokens);
         }
-        let (cancel, tasks, fatal, trigger) = (
+        let (cancel, supervisor, fatal, trigger) = (
             self.tasks_cancel.clone(),
-            self.tasks.clone(),
+            self.supervisor.clone(),
             self.fatal.clone(),
             self.shutdown_trigger.clone(),
         );
@@ -166,58 +183,59 @@ impl Application {
             self.db.clone().expect("db with identity"),
             self.session.clone(),
         );
-        self.tasks.spawn(async move {
-            let identity = tokio::select! {
-                _ = cancel.cancelled() => return,
-                result = Identity::connect(&identity_config) => match result {
-                    Ok(identity) => identity,
-                    Err(e) => {
-                        check.set_not_ready(e.to_string());
-                        tracing::error!(error = %e, "workload identity unavailable");
-                        *fatal.lock().expect("fatal lock") = Some(e.to_string());
-                        trigger.cancel();
-                        return;
-                    }
-                },
-            };
-            identity.spawn_watch(check, events, cancel.clone(), &tasks);
-
-            let Some(session) =
-                Session::establish(&bao_config, &identity, &bao_check, &cancel).await
-            else {
-                return;
-            };
-            session.spawn_upkeep(identity.clone(), bao_check, cancel.clone(), &tasks);
-            let _ = session_cell.set(session);
-
-            if db.config().migrate_on_start {
-                db_check.set_not_ready("running migrations");
-                let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-                loop {
-                    let result = match BaoClient::login(&bao_config, &identity).await {
-                        Ok(client) => {
-                            let r = db::migrate(&client, db.config()).await;
-                            let _ = client.revoke_self().await;
-                            r
-                        }
-                        Err(e) => Err(e.into()),
-                    };
-                    match result {
-                        Ok(()) => break,
+        self.supervisor
+            .spawn("bring-up", Lifetime::Finite, async move {
+                let identity = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    result = Identity::connect(&identity_config) => match result {
+                        Ok(identity) => identity,
                         Err(e) => {
-                            tracing::warn!(error = %e, "migrations failed; retrying");
-                            db_check.set_not_ready(format!("migrations failed: {e}"));
+                            check.set_not_ready(e.to_string());
+                            tracing::error!(error = %e, "workload identity unavailable");
+                            *fatal.lock().expect("fatal lock") = Some(e.to_string());
+                            trigger.cancel();
+                            return;
                         }
-                    }
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    },
+                };
+                identity.spawn_watch(check, events, &supervisor);
+
+                let Some(session) =
+                    Session::establish(&bao_config, &identity, &bao_check, &cancel).await
+                else {
+                    return;
+                };
+                session.spawn_upkeep(identity.clone(), bao_check, &supervisor);
+                let _ = session_cell.set(session);
+
+                if db.config().migrate_on_start {
+                    db_check.set_not_ready("running migrations");
+                    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+                    loop {
+                        let result = match BaoClient::login(&bao_config, &identity).await {
+                            Ok(client) => {
+                                let r = db::migrate(&client, db.config()).await;
+                                let _ = client.revoke_self().await;
+                                r
+                            }
+                            Err(e) => Err(e.into()),
+                        };
+                        match result {
+                            Ok(()) => break,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "migrations failed; retrying");
+                                db_check.set_not_ready(format!("migrations failed: {e}"));
+                            }
+                        }
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        }
                     }
                 }
-            }
-            db_check.set_not_ready("obtaining database credentials");
-            db::spawn(db, identity, db_check, cancel, &tasks);
-        });
+                db_check.set_not_ready("obtaining database credentials");
+                db::spawn(db, identity, db_check, &supervisor);
+            });
     }
 
     /// The owner of the access-token public keys: it waits for the OpenBao
@@ -238,14 +256,18 @@ impl Application {
         };
         let keys = tokens.keys().clone();
         let cancel = self.tasks_cancel.clone();
-        self.tasks.spawn(crate::auth::keys::run(
-            keys,
-            source,
-            schedule,
-            check,
-            move |old, new| tokens.on_keys_changed(old, new),
-            cancel,
-        ));
+        self.supervisor.spawn(
+            "signing-keys",
+            Lifetime::UntilCancelled,
+            crate::auth::keys::run(
+                keys,
+                source,
+                schedule,
+                check,
+                move |old, new| tokens.on_keys_changed(old, new),
+                cancel,
+            ),
+        );
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -285,6 +307,7 @@ impl Application {
             tasks,
             shutdown_trigger,
             fatal,
+            db,
             ..
         } = self;
         tracing::info!(%addr, docs = %format!("http://{addr}/docs"), "listening");
@@ -329,11 +352,12 @@ impl Application {
         }
         tasks_cancel.cancel();
         tasks.close();
-        if tokio::time::timeout(std::time::Duration::from_secs(10), tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("background tasks did not stop within 10s");
+        let bound = config.tasks.shutdown_timeout;
+        if tokio::time::timeout(bound, tasks.wait()).await.is_err() {
+            tracing::warn!(timeout = ?bound, "background tasks did not stop in time (SHUTDOWN_TASKS_TIMEOUT)");
+        }
+        if let Some(db) = db {
+            db.retire_current().await;
         }
         tracing::info!("stopped");
         match fatal.lock().expect("fatal lock").take() {

@@ -155,6 +155,8 @@ pub struct DbConfig {
     pub acquire_timeout: Duration,
     pub rotation_interval: Duration,
     pub drain_timeout: Duration,
+    /// No two rotations start closer than this (SIGHUP storms, short TTLs).
+    pub rotation_min_spacing: Duration,
     pub lease_safety_margin: Duration,
     pub health_interval: Duration,
     pub migrate_on_start: bool,
@@ -208,6 +210,17 @@ pub struct Config {
     pub db: Option<DbConfig>,
     pub auth: AuthConfig,
     pub github: GithubConfig,
+    pub tasks: TasksConfig,
+}
+
+/// Background tasks: how long shutdown waits for them, and how long a failed
+/// one leaves the process up before it exits non-zero.
+#[derive(Debug, Clone)]
+pub struct TasksConfig {
+    /// Defaults above the pool's drain plus two OpenBao calls (revoke the
+    /// lease, then the token), so a shutdown never leaves a role behind.
+    pub shutdown_timeout: Duration,
+    pub failure_grace: Duration,
 }
 
 pub const DEFAULT_CORS_ORIGINS: &str = "http://localhost:3000,http://127.0.0.1:3000";
@@ -291,6 +304,14 @@ impl Config {
         let db = parse_db(v)?;
         let auth = parse_auth(v)?;
         let github = parse_github(v)?;
+        let retire_bound = db.drain_timeout + bao.request_timeout * 2 + Duration::from_secs(5);
+        let tasks = TasksConfig {
+            shutdown_timeout: v.duration_or(
+                "SHUTDOWN_TASKS_TIMEOUT",
+                &humantime::format_duration(retire_bound).to_string(),
+            )?,
+            failure_grace: v.duration_or("TASK_FAILURE_GRACE", "10s")?,
+        };
         let (bao, db) = match identity {
             Some(_) => (Some(bao), Some(db)),
             None => (None, None),
@@ -306,6 +327,7 @@ impl Config {
             db,
             auth,
             github,
+            tasks,
         })
     }
 }
@@ -439,6 +461,7 @@ fn parse_db(v: &mut Vars<'_>) -> Result<DbConfig, ConfigError> {
         acquire_timeout: v.duration_or("DB_ACQUIRE_TIMEOUT", "5s")?,
         rotation_interval: v.duration_or("DB_ROTATION_INTERVAL", "50m")?,
         drain_timeout: v.duration_or("DB_DRAIN_TIMEOUT", "30s")?,
+        rotation_min_spacing: v.duration_or("DB_ROTATION_MIN_SPACING", "10s")?,
         lease_safety_margin: v.duration_or("DB_LEASE_SAFETY_MARGIN", "5m")?,
         health_interval: v.duration_or("DB_HEALTH_INTERVAL", "5s")?,
         migrate_on_start: v.bool_or("DB_MIGRATE_ON_START", true)?,

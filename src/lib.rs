@@ -15,12 +15,14 @@ pub mod config;
 pub mod db;
 #[cfg(feature = "dev-agent")]
 pub mod devagent;
+pub mod drain;
 pub mod events;
 pub mod github;
 pub mod http;
 pub mod identity;
 pub mod readiness;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;
 pub mod tls;
 

@@ -16,6 +16,8 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Ready,
+    /// Serving, with something the operator should fix.
+    Degraded(String),
     NotReady(String),
 }
 
@@ -78,6 +80,10 @@ impl Readiness {
                         status: CheckStatus::Ready,
                         reason: None,
                     },
+                    State::Degraded(reason) => CheckReport {
+                        status: CheckStatus::Degraded,
+                        reason: Some(reason.clone()),
+                    },
                     State::NotReady(reason) => CheckReport {
                         status: CheckStatus::NotReady,
                         reason: Some(reason.clone()),
@@ -87,7 +93,7 @@ impl Readiness {
             })
             .collect();
         let draining = self.is_draining();
-        let all_ready = checks.values().all(|c| c.status == CheckStatus::Ready);
+        let all_ready = checks.values().all(|c| c.status != CheckStatus::NotReady);
         ReadinessReport {
             status: if all_ready && !draining {
                 CheckStatus::Ready
@@ -113,13 +119,21 @@ impl Check {
         self.set(State::NotReady(reason.into()));
     }
 
+    /// Ready (the instance takes traffic), with a reason to report.
+    pub fn set_degraded(&self, reason: impl Into<String>) {
+        self.set(State::Degraded(reason.into()));
+    }
+
+    /// Ready or degraded.
     pub fn is_ready(&self) -> bool {
-        self.inner
-            .checks
-            .read()
-            .expect("readiness lock")
-            .get(self.name)
-            == Some(&State::Ready)
+        !matches!(
+            self.inner
+                .checks
+                .read()
+                .expect("readiness lock")
+                .get(self.name),
+            Some(State::NotReady(_)) | None
+        )
     }
 
     fn set(&self, state: State) {
@@ -130,6 +144,9 @@ impl Check {
         if previous.as_ref() != Some(&state) {
             match &state {
                 State::Ready => tracing::info!(check = self.name, "dependency ready"),
+                State::Degraded(reason) => {
+                    tracing::warn!(check = self.name, %reason, "dependency degraded")
+                }
                 State::NotReady(reason) => {
                     tracing::warn!(check = self.name, %reason, "dependency not ready")
                 }
@@ -142,6 +159,8 @@ impl Check {
 #[serde(rename_all = "snake_case")]
 pub enum CheckStatus {
     Ready,
+    /// Ready, with a reason (counts as ready).
+    Degraded,
     NotReady,
 }
 
@@ -192,6 +211,21 @@ mod tests {
         assert_eq!(
             report.checks["database"].reason.as_deref(),
             Some("lease expires in 10s")
+        );
+    }
+
+    #[test]
+    fn degraded_counts_as_ready_and_keeps_its_reason() {
+        let r = Readiness::new();
+        let db = r.register("database", "starting");
+        db.set_degraded("lease shorter than the drain");
+        assert!(db.is_ready());
+        let report = r.report();
+        assert_eq!(report.status, CheckStatus::Ready);
+        assert_eq!(report.checks["database"].status, CheckStatus::Degraded);
+        assert_eq!(
+            report.checks["database"].reason.as_deref(),
+            Some("lease shorter than the drain")
         );
     }
 

@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use precinct::{
     devagent::pb::{self, spiffe_workload_api_client::SpiffeWorkloadApiClient},
     identity::{Identity, IdentityError},
-    readiness::Readiness,
+    readiness::{CheckStatus, Readiness},
 };
 use secrecy::ExposeSecret;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -107,8 +107,7 @@ async fn rotation_is_observed_without_restart() {
     identity.spawn_watch(
         readiness.register("identity", "starting"),
         Default::default(),
-        cancel.clone(),
-        &tasks,
+        &common::test_supervisor(&tasks, &cancel, &readiness),
     );
     let mut rotations = identity.subscribe();
     let first = identity.current();
@@ -361,8 +360,11 @@ async fn after_a_signing_key_rotation_old_tokens_still_validate() {
     agent.shutdown().await;
 }
 
+/// Nothing serves with the X.509-SVID: its expiry with the agent gone
+/// degrades the identity check (with the reason) but does not make the
+/// instance unready; the OpenBao token and database lease carry it.
 #[tokio::test]
-async fn when_the_agent_goes_away_readiness_holds_until_expiry_and_recovers_when_it_returns() {
+async fn when_the_agent_goes_away_identity_degrades_at_expiry_and_recovers_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     // Keep the CA across the restart, as a real agent would.
     let state = dir.path().join("state");
@@ -378,7 +380,11 @@ async fn when_the_agent_goes_away_readiness_holds_until_expiry_and_recovers_when
     let (cancel, tasks) = (CancellationToken::new(), TaskTracker::new());
     let readiness = Readiness::new();
     let check = readiness.register("identity", "starting");
-    identity.spawn_watch(check.clone(), Default::default(), cancel.clone(), &tasks);
+    identity.spawn_watch(
+        check.clone(),
+        Default::default(),
+        &common::test_supervisor(&tasks, &cancel, &readiness),
+    );
     eventually(Duration::from_secs(3), "identity ready", || {
         let c = check.clone();
         async move { c.is_ready() }
@@ -390,21 +396,24 @@ async fn when_the_agent_goes_away_readiness_holds_until_expiry_and_recovers_when
     // Still ready while the held SVID is valid...
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(check.is_ready(), "the current SVID keeps serving");
-    // ...then not ready, with the reason, once it expires.
+    // ...then degraded, with the reason, once it expires: still ready.
     eventually(
         ttl + Duration::from_secs(3),
-        "identity not ready after expiry",
+        "identity degraded after expiry",
         || {
-            let c = check.clone();
-            async move { !c.is_ready() }
+            let r = readiness.clone();
+            async move { r.report().checks["identity"].status == CheckStatus::Degraded }
         },
     )
     .await;
-    let reason = readiness.report().checks["identity"]
-        .reason
-        .clone()
-        .unwrap();
+    let report = readiness.report();
+    let reason = report.checks["identity"].reason.clone().unwrap();
     assert!(reason.contains("expired"), "{reason}");
+    assert_eq!(
+        report.status,
+        CheckStatus::Ready,
+        "nothing serves with the X.509-SVID"
+    );
 
     // The agent returns: reconnect, new SVID, ready again, no restart.
     let agent = start_agent(dir.path(), |c| {
@@ -413,11 +422,62 @@ async fn when_the_agent_goes_away_readiness_holds_until_expiry_and_recovers_when
     })
     .await;
     eventually(Duration::from_secs(15), "identity ready again", || {
-        let c = check.clone();
-        async move { c.is_ready() }
+        let r = readiness.clone();
+        async move { r.report().checks["identity"].status == CheckStatus::Ready }
     })
     .await;
     assert_ne!(identity.current().serial, held.serial);
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    agent.shutdown().await;
+}
+
+/// EXPECTED_SPIFFE_ID is checked on every SVID the stream delivers, not
+/// only at connect: an agent that starts issuing another identity (a
+/// registration changed under the workload) makes the instance unready
+/// and the foreign SVID is never published.
+#[tokio::test]
+async fn a_rotated_svid_for_another_spiffe_id_is_refused_and_makes_identity_unready() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let agent = start_agent(dir.path(), |c| c.state_dir = Some(state.clone())).await;
+    let identity = Identity::connect(&identity_config(&agent.endpoint()))
+        .await
+        .unwrap();
+    let (cancel, tasks) = (CancellationToken::new(), TaskTracker::new());
+    let readiness = Readiness::new();
+    let check = readiness.register("identity", "starting");
+    identity.spawn_watch(
+        check.clone(),
+        Default::default(),
+        &common::test_supervisor(&tasks, &cancel, &readiness),
+    );
+    let held = identity.current();
+    agent.shutdown().await;
+    let agent = start_agent(dir.path(), |c| {
+        c.state_dir = Some(state.clone());
+        c.spiffe_id = format!("spiffe://{}/ns/99-apps/sa/intruder", common::TRUST_DOMAIN);
+    })
+    .await;
+    eventually(Duration::from_secs(15), "identity not ready", || {
+        let c = check.clone();
+        async move { !c.is_ready() }
+    })
+    .await;
+    let reason = readiness.report().checks["identity"]
+        .reason
+        .clone()
+        .unwrap();
+    assert!(
+        reason.contains("intruder") && reason.contains(SPIFFE_ID),
+        "{reason}"
+    );
+    assert_eq!(
+        identity.current(),
+        held,
+        "the foreign SVID is not published"
+    );
     cancel.cancel();
     tasks.close();
     tasks.wait().await;

@@ -14,7 +14,9 @@ use common::{
     stack::{Lifetimes, Stack, env_with},
     start_agent,
 };
-use precinct::{db::Db, events::PodEvents, identity::Identity, readiness::Readiness};
+use precinct::{
+    db::Db, events::PodEvents, identity::Identity, readiness::Readiness, supervise::Supervisor,
+};
 use serde_json::Value;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -139,11 +141,19 @@ async fn rotations_failures_and_svid_rotations_are_recorded() {
         TaskTracker::new(),
         Readiness::new(),
     );
+    let supervisor = Supervisor::new(
+        tasks.clone(),
+        cancel.clone(),
+        readiness.register("tasks", "starting"),
+        PodEvents::disabled(),
+        Default::default(),
+        CancellationToken::new(),
+        Duration::from_secs(60),
+    );
     identity.spawn_watch(
         readiness.register("identity", "starting"),
         events.clone(),
-        cancel.clone(),
-        &tasks,
+        &supervisor,
     );
 
     // The database rotation loop, against the stack's OpenBao (its agent).
@@ -152,7 +162,11 @@ async fn rotations_failures_and_svid_rotations_are_recorded() {
         .unwrap();
     let env = env_with(
         &stack,
-        &[("DB_ROTATION_INTERVAL", "2s"), ("DB_DRAIN_TIMEOUT", "1s")],
+        &[
+            ("DB_ROTATION_INTERVAL", "2s"),
+            ("DB_ROTATION_MIN_SPACING", "1s"),
+            ("DB_DRAIN_TIMEOUT", "1s"),
+        ],
     );
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let config = common::test_config(&pairs);
@@ -169,8 +183,7 @@ async fn rotations_failures_and_svid_rotations_are_recorded() {
         db.clone(),
         stack_identity,
         readiness.register("database", "starting"),
-        cancel.clone(),
-        &tasks,
+        &supervisor,
     );
 
     eventually(

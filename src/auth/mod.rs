@@ -24,7 +24,7 @@ use ratelimit::{Limiter, LoginLimiter};
 use crate::{
     audit::{self, RequestMeta},
     config::AuthConfig,
-    db::{Db, DbError},
+    db::{Db, DbError, PoolRef, Retryable, retry_once},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,12 @@ pub enum AuthError {
     Db(#[from] DbError),
     #[error(transparent)]
     Hash(#[from] password::HashError),
+}
+
+impl Retryable for AuthError {
+    fn is_disconnected(&self) -> bool {
+        matches!(self, AuthError::Db(e) if e.is_disconnected())
+    }
 }
 
 /// A user as shown to its owner (no secrets).
@@ -126,10 +132,6 @@ impl AuthService {
         AuthError::RateLimited { retry_after }
     }
 
-    fn sql(&self, e: sqlx::Error) -> AuthError {
-        AuthError::Db(self.db.classify(e))
-    }
-
     /// Creates an account. Duplicate username (case-insensitive) or email
     /// answers the same `AccountExists`, whichever collided.
     pub async fn register(
@@ -144,6 +146,16 @@ impl AuthService {
             return Err(self.rate_limited("register", retry_after, meta).await);
         }
         let hash = self.hasher.hash(password).await?;
+        retry_once(|| self.insert_user(username, email, &hash, meta)).await
+    }
+
+    async fn insert_user(
+        &self,
+        username: &str,
+        email: &str,
+        hash: &str,
+        meta: &RequestMeta,
+    ) -> Result<User, AuthError> {
         let pool = self.db.pool()?;
         let id = Uuid::now_v7();
         let row = sqlx::query(
@@ -153,10 +165,12 @@ impl AuthService {
         .bind(id)
         .bind(username)
         .bind(email)
-        .bind(&hash)
+        .bind(hash)
         .fetch_optional(&*pool)
         .await
-        .map_err(|e| self.sql(e))?;
+        // One statement, committed on its own: a lost connection leaves the
+        // outcome unknown (503, not retried).
+        .map_err(|e| pool.commit_error(e))?;
         let Some(row) = row else {
             audit::record(&*pool, "register", "conflict", None, meta, json!({})).await;
             return Err(AuthError::AccountExists);
@@ -180,6 +194,17 @@ impl AuthService {
         if let Err(retry_after) = self.limiter.check(meta.client_ip, username) {
             return Err(self.rate_limited("login", retry_after, meta).await);
         }
+        // A lost connection before the commit runs the login again; a
+        // commit lost midway leaves at most an unused refresh family.
+        retry_once(|| self.login_once(username, password, meta)).await
+    }
+
+    async fn login_once(
+        &self,
+        username: &str,
+        password: &SecretString,
+        meta: &RequestMeta,
+    ) -> Result<Tokens, AuthError> {
         let pool = self.db.pool()?;
         let user = sqlx::query(
             "select id, username, password_hash from users where lower(username) = lower($1)",
@@ -187,7 +212,7 @@ impl AuthService {
         .bind(username)
         .fetch_optional(&*pool)
         .await
-        .map_err(|e| self.sql(e))?;
+        .map_err(|e| pool.error(e))?;
         let stored: Option<String> = user.as_ref().map(|r| r.get("password_hash"));
         let verified = self.hasher.verify(password, stored.as_deref()).await?;
         let Some(user) = user.filter(|_| verified != Verified::No) else {
@@ -217,7 +242,7 @@ impl AuthService {
                 .bind(id)
                 .execute(&*pool)
                 .await
-                .map_err(|e| self.sql(e))?;
+                .map_err(|e| pool.error(e))?;
             tracing::info!(user_id = %id, "password hash upgraded to Argon2id");
         }
         let tokens = self.issue_new_family(&pool, id, &name).await?;
@@ -229,43 +254,24 @@ impl AuthService {
     /// nothing is written) and the first refresh token of a new family.
     async fn issue_new_family(
         &self,
-        pool: &sqlx::PgPool,
+        pool: &PoolRef,
         user_id: Uuid,
         username: &str,
     ) -> Result<Tokens, AuthError> {
         let access_token = self.tokens.issue(user_id, username).await?;
         let family = Uuid::now_v7();
-        let mut tx = pool.begin().await.map_err(|e| self.sql(e))?;
+        let mut tx = pool.begin().await.map_err(|e| pool.error(e))?;
         sqlx::query("insert into refresh_families (id, user_id) values ($1, $2)")
             .bind(family)
             .bind(user_id)
             .execute(&mut *tx)
             .await
-            .map_err(|e| self.sql(e))?;
-        let refresh = self.insert_refresh(&mut tx, user_id, family).await?;
-        tx.commit().await.map_err(|e| self.sql(e))?;
+            .map_err(|e| pool.error(e))?;
+        let refresh = insert_refresh(&mut tx, user_id, family, self.refresh_ttl)
+            .await
+            .map_err(|e| pool.error(e))?;
+        tx.commit().await.map_err(|e| pool.commit_error(e))?;
         Ok(self.tokens_of(access_token, refresh))
-    }
-
-    async fn insert_refresh(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        user_id: Uuid,
-        family: Uuid,
-    ) -> Result<String, AuthError> {
-        let refresh = new_refresh_token();
-        sqlx::query(
-            "insert into refresh_tokens (id, family_id, user_id, token_hash, expires_at) values ($1, $2, $3, $4, $5)",
-        )
-        .bind(Uuid::now_v7())
-        .bind(family)
-        .bind(user_id)
-        .bind(refresh_hash(&refresh))
-        .bind(OffsetDateTime::now_utc() + self.refresh_ttl)
-        .execute(conn)
-        .await
-        .map_err(|e| self.sql(e))?;
-        Ok(refresh)
     }
 
     fn tokens_of(&self, access_token: String, refresh: String) -> Tokens {
@@ -274,32 +280,6 @@ impl AuthService {
             expires_in: self.tokens.ttl().as_secs(),
             refresh_token: SecretString::from(refresh),
         }
-    }
-
-    /// Locks the family of the token with `hash` for the rest of `tx` and
-    /// returns its id, or None for a token nobody issued.
-    async fn lock_family(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        hash: &[u8],
-    ) -> Result<Option<(Uuid, bool)>, AuthError> {
-        let family: Option<Uuid> =
-            sqlx::query_scalar("select family_id from refresh_tokens where token_hash = $1")
-                .bind(hash)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| self.sql(e))?;
-        let Some(family) = family else {
-            return Ok(None);
-        };
-        let revoked: bool = sqlx::query_scalar(
-            "select revoked_at is not null from refresh_families where id = $1 for update",
-        )
-        .bind(family)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| self.sql(e))?;
-        Ok(Some((family, revoked)))
     }
 
     /// One use per refresh token; a second use revokes its whole family.
@@ -314,10 +294,21 @@ impl AuthService {
         token: &SecretString,
         meta: &RequestMeta,
     ) -> Result<Tokens, AuthError> {
+        retry_once(|| self.refresh_once(token, meta)).await
+    }
+
+    async fn refresh_once(
+        &self,
+        token: &SecretString,
+        meta: &RequestMeta,
+    ) -> Result<Tokens, AuthError> {
         let pool = self.db.pool()?;
         let hash = refresh_hash(token.expose_secret());
-        let mut tx = pool.begin().await.map_err(|e| self.sql(e))?;
-        let Some((family, family_revoked)) = self.lock_family(&mut tx, &hash).await? else {
+        let mut tx = pool.begin().await.map_err(|e| pool.error(e))?;
+        let Some((family, family_revoked)) = lock_family(&mut tx, &hash)
+            .await
+            .map_err(|e| pool.error(e))?
+        else {
             drop(tx);
             audit::record(
                 &*pool,
@@ -340,11 +331,13 @@ impl AuthService {
         .bind(&hash)
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| self.sql(e))?;
+        .map_err(|e| pool.error(e))?;
         let user_id: Uuid = row.get("user_id");
         if row.get::<bool, _>("used") {
             if !family_revoked {
-                self.revoke_family(&mut tx, family).await?;
+                revoke_family(&mut tx, family)
+                    .await
+                    .map_err(|e| pool.error(e))?;
                 tracing::warn!(event = "refresh_reuse_detected", user_id = %user_id, "refresh token reused: family revoked");
             }
             audit::record(
@@ -356,7 +349,7 @@ impl AuthService {
                 json!({}),
             )
             .await;
-            tx.commit().await.map_err(|e| self.sql(e))?;
+            tx.commit().await.map_err(|e| pool.commit_error(e))?;
             return Err(AuthError::RefreshReused);
         }
         if family_revoked || row.get::<bool, _>("revoked") || row.get::<bool, _>("expired") {
@@ -375,12 +368,14 @@ impl AuthService {
         let username: String = row.get("username");
         // Transit first: a failure here rolls back and spends nothing.
         let access_token = self.tokens.issue(user_id, &username).await?;
-        let refresh = self.insert_refresh(&mut tx, user_id, family).await?;
+        let refresh = insert_refresh(&mut tx, user_id, family, self.refresh_ttl)
+            .await
+            .map_err(|e| pool.error(e))?;
         sqlx::query("update refresh_tokens set used_at = now() where token_hash = $1")
             .bind(&hash)
             .execute(&mut *tx)
             .await
-            .map_err(|e| self.sql(e))?;
+            .map_err(|e| pool.error(e))?;
         audit::record(
             &mut *tx,
             "refresh",
@@ -390,16 +385,23 @@ impl AuthService {
             json!({}),
         )
         .await;
-        tx.commit().await.map_err(|e| self.sql(e))?;
+        tx.commit().await.map_err(|e| pool.commit_error(e))?;
         Ok(self.tokens_of(access_token, refresh))
     }
 
     /// Revokes the family of `token` (every device session of that login).
     pub async fn logout(&self, token: &SecretString, meta: &RequestMeta) -> Result<(), AuthError> {
+        retry_once(|| self.logout_once(token, meta)).await
+    }
+
+    async fn logout_once(&self, token: &SecretString, meta: &RequestMeta) -> Result<(), AuthError> {
         let pool = self.db.pool()?;
         let hash = refresh_hash(token.expose_secret());
-        let mut tx = pool.begin().await.map_err(|e| self.sql(e))?;
-        let Some((family, _)) = self.lock_family(&mut tx, &hash).await? else {
+        let mut tx = pool.begin().await.map_err(|e| pool.error(e))?;
+        let Some((family, _)) = lock_family(&mut tx, &hash)
+            .await
+            .map_err(|e| pool.error(e))?
+        else {
             return Err(AuthError::RefreshInvalid);
         };
         let user_id: Uuid =
@@ -407,8 +409,10 @@ impl AuthService {
                 .bind(family)
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| self.sql(e))?;
-        self.revoke_family(&mut tx, family).await?;
+                .map_err(|e| pool.error(e))?;
+        revoke_family(&mut tx, family)
+            .await
+            .map_err(|e| pool.error(e))?;
         audit::record(
             &mut *tx,
             "logout",
@@ -418,32 +422,15 @@ impl AuthService {
             json!({}),
         )
         .await;
-        tx.commit().await.map_err(|e| self.sql(e))?;
-        Ok(())
-    }
-
-    /// Under the family's lock: the family and every token of it.
-    async fn revoke_family(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        family: Uuid,
-    ) -> Result<(), AuthError> {
-        sqlx::query(
-            "update refresh_families set revoked_at = now() where id = $1 and revoked_at is null",
-        )
-        .bind(family)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.sql(e))?;
-        sqlx::query("update refresh_tokens set revoked_at = now() where family_id = $1 and revoked_at is null")
-            .bind(family)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.sql(e))?;
+        tx.commit().await.map_err(|e| pool.commit_error(e))?;
         Ok(())
     }
 
     pub async fn me(&self, user_id: Uuid) -> Result<Option<User>, AuthError> {
+        retry_once(|| self.me_once(user_id)).await
+    }
+
+    async fn me_once(&self, user_id: Uuid) -> Result<Option<User>, AuthError> {
         let pool = self.db.pool()?;
         let row = sqlx::query(
             // A join on github_integrations' primary key (at most one row):
@@ -455,7 +442,7 @@ impl AuthService {
         .bind(user_id)
         .fetch_optional(&*pool)
         .await
-        .map_err(|e| self.sql(e))?;
+        .map_err(|e| pool.error(e))?;
         Ok(row.map(|r| User {
             id: r.get("id"),
             username: r.get("username"),
@@ -464,4 +451,65 @@ impl AuthService {
             github_configured: r.get("github"),
         }))
     }
+}
+
+async fn insert_refresh(
+    conn: &mut sqlx::PgConnection,
+    user_id: Uuid,
+    family: Uuid,
+    ttl: Duration,
+) -> Result<String, sqlx::Error> {
+    let refresh = new_refresh_token();
+    sqlx::query(
+        "insert into refresh_tokens (id, family_id, user_id, token_hash, expires_at) values ($1, $2, $3, $4, $5)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(family)
+    .bind(user_id)
+    .bind(refresh_hash(&refresh))
+    .bind(OffsetDateTime::now_utc() + ttl)
+    .execute(conn)
+    .await?;
+    Ok(refresh)
+}
+
+/// Locks the family of the token with `hash` for the rest of `tx` and
+/// returns its id and whether it is revoked, or None for a token nobody
+/// issued.
+async fn lock_family(
+    tx: &mut sqlx::PgConnection,
+    hash: &[u8],
+) -> Result<Option<(Uuid, bool)>, sqlx::Error> {
+    let family: Option<Uuid> =
+        sqlx::query_scalar("select family_id from refresh_tokens where token_hash = $1")
+            .bind(hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(family) = family else {
+        return Ok(None);
+    };
+    let revoked: bool = sqlx::query_scalar(
+        "select revoked_at is not null from refresh_families where id = $1 for update",
+    )
+    .bind(family)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(Some((family, revoked)))
+}
+
+/// Under the family's lock: the family and every token of it.
+async fn revoke_family(tx: &mut sqlx::PgConnection, family: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update refresh_families set revoked_at = now() where id = $1 and revoked_at is null",
+    )
+    .bind(family)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "update refresh_tokens set revoked_at = now() where family_id = $1 and revoked_at is null",
+    )
+    .bind(family)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }

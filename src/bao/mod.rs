@@ -94,8 +94,10 @@ pub struct BaoClient {
     config: BaoConfig,
     /// When the token expires unless renewed (as of login).
     pub token_expires_at: OffsetDateTime,
-    /// The TTL granted at the last login or renewal.
+    /// The TTL granted at login (0: no expiry).
     pub token_ttl: Duration,
+    /// When the login answered: `token_ttl` runs from here (monotonic).
+    pub logged_in: std::time::Instant,
     pub renewable: bool,
 }
 
@@ -147,6 +149,7 @@ impl BaoClient {
             config: config.clone(),
             token_expires_at: OffsetDateTime::now_utc() + ttl,
             token_ttl: ttl,
+            logged_in: std::time::Instant::now(),
             renewable: auth.renewable,
         })
     }

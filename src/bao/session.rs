@@ -1,19 +1,37 @@
 //! The long-lived OpenBao session used for KV and Transit: renewed at half
 //! its TTL, replaced by a fresh login when renewal is refused or the max TTL
 //! is near. Readiness `openbao` follows it.
+//!
+//! Callers hold the token for the length of their call ([`SessionClient`]);
+//! a replaced token is revoked only once every call holding it finished.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use arc_swap::ArcSwap;
-use time::OffsetDateTime;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 use super::{BaoClient, BaoError};
-use crate::{backoff::Backoff, config::BaoConfig, identity::Identity, readiness::Check};
+use crate::{
+    backoff::Backoff,
+    config::BaoConfig,
+    drain::{Hold, Tracked},
+    identity::Identity,
+    readiness::Check,
+    supervise::{Lifetime, Supervisor},
+};
+
+/// How long a replaced session token waits for the calls still using it.
+const SESSION_DRAIN: Duration = Duration::from_secs(30);
+
+/// The session's client, held for one call.
+pub type SessionClient = Hold<BaoClient>;
 
 #[derive(Clone)]
 pub struct Session {
-    current: Arc<ArcSwap<BaoClient>>,
+    current: Arc<ArcSwap<Tracked<BaoClient>>>,
 }
 
 impl Session {
@@ -30,7 +48,7 @@ impl Session {
                 Ok(client) => {
                     check.set_ready();
                     return Some(Self {
-                        current: Arc::new(ArcSwap::from_pointee(client)),
+                        current: Arc::new(ArcSwap::new(Tracked::new(client))),
                     });
                 }
                 Err(e) => {
@@ -45,37 +63,41 @@ impl Session {
         }
     }
 
-    /// The current client (cheap).
-    pub fn client(&self) -> Arc<BaoClient> {
-        self.current.load_full()
+    /// The current client, held until dropped (cheap).
+    pub fn client(&self) -> SessionClient {
+        self.current.load().hold()
     }
 
-    /// Keeps the token alive until `cancel`; revokes it on the way out.
-    pub fn spawn_upkeep(
-        &self,
-        identity: Identity,
-        check: Check,
-        cancel: CancellationToken,
-        tasks: &TaskTracker,
-    ) {
+    /// Keeps the token alive until cancelled; revokes it on the way out.
+    pub fn spawn_upkeep(&self, identity: Identity, check: Check, supervisor: &Supervisor) {
         let this = self.clone();
-        tasks.spawn(async move {
+        let cancel = supervisor.cancel().clone();
+        supervisor.spawn("openbao-session", Lifetime::UntilCancelled, async move {
             let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-            let mut expires_at = this.client().token_expires_at;
+            let first = this.client();
+            let mut expires_at = first.logged_in + first.token_ttl;
+            drop(first);
             loop {
-                let client = this.client();
-                let now = OffsetDateTime::now_utc();
-                let wake = expires_at - client.token_ttl / 2;
-                let delay = (wake - now).max(time::Duration::milliseconds(200));
+                let ttl = this.client().token_ttl;
+                if ttl.is_zero() {
+                    // A token without expiry needs no upkeep.
+                    cancel.cancelled().await;
+                    break;
+                }
+                let wake = expires_at
+                    .checked_sub(ttl / 2)
+                    .unwrap_or(expires_at)
+                    .max(Instant::now() + Duration::from_millis(200));
                 tokio::select! {
                     _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(delay.unsigned_abs()) => {}
+                    _ = tokio::time::sleep_until(wake.into()) => {}
                 }
+                let client = this.client();
                 let relogin = match client.renew_self().await {
                     // Granted less than half the TTL: the max TTL is near.
                     Ok(granted) if granted < client.token_ttl / 2 || !client.renewable => true,
                     Ok(granted) => {
-                        expires_at = OffsetDateTime::now_utc() + granted;
+                        expires_at = Instant::now() + granted;
                         check.set_ready();
                         backoff.reset();
                         false
@@ -96,13 +118,21 @@ impl Session {
                 if relogin {
                     match BaoClient::login(client.config(), &identity).await {
                         Ok(fresh) => {
-                            expires_at = fresh.token_expires_at;
-                            let old = this.current.swap(Arc::new(fresh));
-                            // The old session token owns no leases: revoke it.
-                            let _ = old.revoke_self().await;
+                            expires_at = fresh.logged_in + fresh.token_ttl;
+                            let old = this.current.swap(Tracked::new(fresh));
                             check.set_ready();
                             backoff.reset();
-                            tracing::info!("OpenBao session renewed by a fresh login");
+                            tracing::info!(event = "openbao_relogin", "OpenBao session renewed by a fresh login");
+                            // The old token owns no leases: revoke it once the
+                            // calls still using it are done.
+                            drop(client);
+                            tokio::spawn(async move {
+                                let left = old.drain(SESSION_DRAIN).await;
+                                if left > 0 {
+                                    tracing::warn!(holders = left, "old OpenBao session token revoked under running calls");
+                                }
+                                let _ = old.revoke_self().await;
+                            });
                         }
                         Err(e) => {
                             this.unreachable(&check, expires_at, &e);
@@ -118,9 +148,9 @@ impl Session {
         });
     }
 
-    fn unreachable(&self, check: &Check, expires_at: OffsetDateTime, e: &BaoError) {
+    fn unreachable(&self, check: &Check, expires_at: Instant, e: &BaoError) {
         tracing::warn!(error = %e, "OpenBao session upkeep failed; retrying");
-        if expires_at <= OffsetDateTime::now_utc() {
+        if expires_at <= Instant::now() {
             check.set_not_ready(format!("token expired; {e}"));
         }
     }

@@ -13,7 +13,9 @@ use sqlx::{
 };
 use time::OffsetDateTime;
 
-use super::DbError;
+use tokio::sync::mpsc;
+
+use super::{DbError, Request};
 use crate::{
     bao::{BaoClient, DbCredentials},
     config::DbConfig,
@@ -28,14 +30,29 @@ pub struct Generation {
     pub created_at: OffsetDateTime,
     /// The token that created the lease; the lease dies with it.
     pub bao: BaoClient,
-    pub(super) expiry: Mutex<Expiry>,
+    pub(super) deadlines: Mutex<Deadlines>,
+    /// Where this generation's handlers report a role PostgreSQL refused.
+    pub(super) requests: mpsc::Sender<Request>,
+    /// Why the granted lifetimes do not fit the rotation settings, if so.
+    pub misfit: Option<String>,
 }
 
-/// Expiries that renewals move.
+/// Expiries that renewals move, in monotonic time (measured here from
+/// the TTLs OpenBao granted). `None`: granted 0, no expiry.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Expiry {
-    pub lease: OffsetDateTime,
-    pub token: OffsetDateTime,
+pub(super) struct Deadlines {
+    pub lease: Option<Instant>,
+    pub token: Option<Instant>,
+}
+
+impl Deadlines {
+    /// The earlier of the two: the lease dies with its token.
+    pub fn effective(&self) -> Option<Instant> {
+        match (self.lease, self.token) {
+            (Some(l), Some(t)) => Some(l.min(t)),
+            (l, t) => l.or(t),
+        }
+    }
 }
 
 /// What may be shown about a generation.
@@ -43,29 +60,40 @@ pub(super) struct Expiry {
 pub struct GenerationInfo {
     pub id: u64,
     pub username: String,
-    pub lease_expires_at: OffsetDateTime,
-    pub token_expires_at: OffsetDateTime,
+    pub lease_expires_at: Option<OffsetDateTime>,
+    pub token_expires_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
+}
+
+/// A monotonic deadline as the wall-clock time it corresponds to now.
+fn wall(at: Instant) -> OffsetDateTime {
+    let now = Instant::now();
+    let wall_now = OffsetDateTime::now_utc();
+    if at >= now {
+        wall_now + (at - now)
+    } else {
+        wall_now - (now - at)
+    }
 }
 
 impl Generation {
     pub fn info(&self) -> GenerationInfo {
-        let e = *self.expiry.lock().expect("expiry lock");
+        let d = self.deadlines();
         GenerationInfo {
             id: self.id,
             username: self.username.clone(),
-            lease_expires_at: e.lease,
-            token_expires_at: e.token,
+            lease_expires_at: d.lease.map(wall),
+            token_expires_at: d.token.map(wall),
             created_at: self.created_at,
         }
     }
 
-    pub(super) fn expiry(&self) -> Expiry {
-        *self.expiry.lock().expect("expiry lock")
+    pub(super) fn deadlines(&self) -> Deadlines {
+        *self.deadlines.lock().expect("deadlines lock")
     }
 
-    pub(super) fn set_expiry(&self, f: impl FnOnce(&mut Expiry)) {
-        f(&mut self.expiry.lock().expect("expiry lock"));
+    pub(super) fn set_deadlines(&self, f: impl FnOnce(&mut Deadlines)) {
+        f(&mut self.deadlines.lock().expect("deadlines lock"));
     }
 }
 

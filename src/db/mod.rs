@@ -10,21 +10,24 @@
 
 mod generation;
 mod migrate;
+pub mod plan;
 mod rotation;
 
 use std::{ops::Deref, sync::Arc};
 
 use arc_swap::ArcSwapOption;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::mpsc;
 
 pub use generation::{Generation, GenerationInfo};
 pub use migrate::{MIGRATOR, migrate};
+pub use plan::Trigger;
 pub use rotation::spawn;
 
 use crate::{
     bao::BaoError,
     config::{BaoConfig, DbConfig},
+    drain::{Hold, Tracked},
     events::PodEvents,
 };
 
@@ -33,6 +36,10 @@ pub enum DbError {
     /// No usable pool: not yet started, credentials lost, or Postgres down.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The connection died under a statement that had not committed:
+    /// running the operation again on a fresh connection is safe.
+    #[error("database connection lost: {0}")]
+    Disconnected(String),
     #[error("database query failed: {0}")]
     Query(#[source] sqlx::Error),
     #[error(transparent)]
@@ -41,12 +48,57 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Errors that may say "the connection died before anything committed".
+pub trait Retryable {
+    fn is_disconnected(&self) -> bool;
+}
+
+impl Retryable for DbError {
+    fn is_disconnected(&self) -> bool {
+        matches!(self, DbError::Disconnected(_))
+    }
+}
+
+/// Runs `op`, and once more when its connection died before it committed
+/// (a terminated backend, a reset, a pool closed by a retirement): the
+/// second run takes a fresh connection, from the current generation. A
+/// second loss answers 503 with `Retry-After`.
+pub async fn retry_once<T, E, F, Fut>(op: F) -> Result<T, E>
+where
+    E: Retryable,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    match op().await {
+        Err(e) if e.is_disconnected() => {
+            tracing::info!(
+                event = "db_connection_lost",
+                "database connection lost before commit; retrying on a fresh connection"
+            );
+            op().await
+        }
+        other => other,
+    }
+}
+
+/// A request to rotate, from whoever saw the reason.
+#[derive(Debug, Clone, Copy)]
+pub struct Request {
+    pub trigger: Trigger,
+    /// The generation that saw the failure; a request from a retired
+    /// generation is ignored. `None` for the serving one (SIGHUP).
+    pub generation: Option<u64>,
+}
+
 struct Inner {
-    current: ArcSwapOption<Generation>,
-    rotate_now: Notify,
+    current: ArcSwapOption<Tracked<Generation>>,
+    requests: mpsc::Sender<Request>,
+    inbox: std::sync::Mutex<Option<mpsc::Receiver<Request>>>,
     config: DbConfig,
     bao: BaoConfig,
     events: PodEvents,
+    #[cfg(feature = "fault-injection")]
+    panic_next: std::sync::atomic::AtomicBool,
 }
 
 /// Handle to the rotating pool. Cheap to clone.
@@ -56,8 +108,9 @@ pub struct Db {
 }
 
 /// The current generation's pool, held for the length of a request. While
-/// any handler holds one, its generation is not closed.
-pub struct PoolRef(Arc<Generation>);
+/// any handler holds one, its generation is not closed; the last one to
+/// let go wakes the retirer.
+pub struct PoolRef(Hold<Generation>);
 
 impl Deref for PoolRef {
     type Target = PgPool;
@@ -66,16 +119,64 @@ impl Deref for PoolRef {
     }
 }
 
+impl PoolRef {
+    /// The generation this pool belongs to.
+    pub fn generation(&self) -> u64 {
+        self.0.id
+    }
+
+    /// Classifies an error of a statement that did not commit anything by
+    /// itself (a read, or a statement inside an open transaction). A role
+    /// PostgreSQL refuses asks this generation's replacement.
+    pub fn error(&self, e: sqlx::Error) -> DbError {
+        self.classify(e, false)
+    }
+
+    /// Classifies an error of a commit, or of a statement that commits on
+    /// its own: after a lost connection the outcome is unknown, so it is
+    /// not retried (503).
+    pub fn commit_error(&self, e: sqlx::Error) -> DbError {
+        self.classify(e, true)
+    }
+
+    fn classify(&self, e: sqlx::Error, committing: bool) -> DbError {
+        if role_is_invalid(&e) {
+            tracing::warn!(event = "db_role_invalid", generation = self.0.id, error = %e, "database role rejected; rotating credentials now");
+            let _ = self.0.requests.try_send(Request {
+                trigger: Trigger::RoleInvalid,
+                generation: Some(self.0.id),
+            });
+            return DbError::Unavailable("database credentials were revoked; rotating".into());
+        }
+        if connection_lost(&e) {
+            return if committing {
+                DbError::Unavailable(format!("connection lost during a commit: {e}"))
+            } else {
+                DbError::Disconnected(e.to_string())
+            };
+        }
+        match e {
+            sqlx::Error::PoolTimedOut => DbError::Unavailable(e.to_string()),
+            other => DbError::Query(other),
+        }
+    }
+}
+
 impl Db {
     /// `events` records rotations and their failures on the Pod.
     pub fn new(config: DbConfig, bao: BaoConfig, events: PodEvents) -> Self {
+        // Requests only wake the loop: a few pending are as good as many.
+        let (requests, inbox) = mpsc::channel(8);
         Self {
             inner: Arc::new(Inner {
                 current: ArcSwapOption::empty(),
-                rotate_now: Notify::new(),
+                requests,
+                inbox: std::sync::Mutex::new(Some(inbox)),
                 config,
                 bao,
                 events,
+                #[cfg(feature = "fault-injection")]
+                panic_next: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -85,8 +186,9 @@ impl Db {
     pub fn pool(&self) -> Result<PoolRef, DbError> {
         self.inner
             .current
-            .load_full()
-            .map(PoolRef)
+            .load()
+            .as_ref()
+            .map(|g| PoolRef(g.hold()))
             .ok_or_else(|| DbError::Unavailable("no database credentials yet".into()))
     }
 
@@ -95,29 +197,37 @@ impl Db {
         self.inner.current.load().as_ref().map(|g| g.info())
     }
 
-    /// Asks the rotation task to rotate now (SIGHUP, invalid role).
-    pub fn request_rotation(&self) {
-        self.inner.rotate_now.notify_one();
-    }
-
-    /// Classifies a query error, requesting a rotation when Postgres says
-    /// the current role is no longer valid.
-    pub fn classify(&self, e: sqlx::Error) -> DbError {
-        if role_is_invalid(&e) {
-            tracing::warn!(error = %e, "database role rejected; rotating credentials now");
-            self.request_rotation();
-            return DbError::Unavailable("database credentials were revoked; rotating".into());
-        }
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                DbError::Unavailable(e.to_string())
-            }
-            other => DbError::Query(other),
-        }
+    /// Asks the rotation task to rotate the serving generation now.
+    pub fn request_rotation(&self, trigger: Trigger) {
+        let _ = self.inner.requests.try_send(Request {
+            trigger,
+            generation: None,
+        });
     }
 
     pub fn config(&self) -> &DbConfig {
         &self.inner.config
+    }
+
+    /// Retires the serving generation, if the rotation task could not (it
+    /// failed): at shutdown, no role is left waiting for its TTL.
+    pub async fn retire_current(&self) {
+        if let Some(g) = self.inner.current.swap(None) {
+            tracing::warn!(
+                generation = g.id,
+                "retiring the serving generation for a rotation task that is gone"
+            );
+            rotation::retire(g, self.inner.config.drain_timeout).await;
+        }
+    }
+
+    /// Test hook: the rotation task panics the next time it wakes.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_rotation_panic(&self) {
+        self.inner
+            .panic_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.request_rotation(Trigger::Signal);
     }
 }
 
@@ -132,5 +242,78 @@ pub fn role_is_invalid(e: &sqlx::Error) -> bool {
                 || (db.code().as_deref() == Some("42501") && db.message().contains("role"))
         }
         _ => false,
+    }
+}
+
+/// The connection, not the statement, failed: I/O errors, a pool closed
+/// under the request (its generation retired), and PostgreSQL's class 08
+/// (connection exception) and 57P01-03 (terminated by an administrator,
+/// crash, or not accepting connections yet).
+pub fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    struct E(bool);
+    impl Retryable for E {
+        fn is_disconnected(&self) -> bool {
+            self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_connection_is_retried_once_and_only_once() {
+        let calls = AtomicU32::new(0);
+        let r: Result<(), E> = retry_once(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(E(true))
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        let calls = AtomicU32::new(0);
+        let r: Result<u32, E> = retry_once(|| async {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(E(true))
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!(r.ok(), Some(7));
+
+        let calls = AtomicU32::new(0);
+        let r: Result<(), E> = retry_once(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(E(false))
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "other errors are not retried"
+        );
+    }
+
+    #[test]
+    fn what_counts_as_a_lost_connection() {
+        assert!(connection_lost(&sqlx::Error::PoolClosed));
+        assert!(connection_lost(&sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset
+        ))));
+        assert!(!connection_lost(&sqlx::Error::PoolTimedOut));
+        assert!(!connection_lost(&sqlx::Error::RowNotFound));
     }
 }

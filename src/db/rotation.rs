@@ -1,5 +1,6 @@
-//! The rotation task: creates generations, renews what must live longer,
-//! swaps, drains, closes, revokes. Also the periodic health check behind
+//! The rotation task: performs what the planner (`plan.rs`) decides —
+//! create a generation, renew its token or lease, swap, drain, close,
+//! revoke — and records the outcome. Also the periodic health check behind
 //! readiness `database`, and SIGHUP.
 
 use std::{
@@ -8,188 +9,322 @@ use std::{
 };
 
 use time::OffsetDateTime;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{
-    Db, DbError,
-    generation::{Expiry, Generation, build_pool},
+    Db, DbError, Request,
+    generation::{Deadlines, Generation, build_pool},
+    plan::{self, Current, Next, Policy, Renewal, State, Trigger},
     role_is_invalid,
 };
-use crate::{backoff::Backoff, bao::BaoClient, identity::Identity, readiness::Check};
+use crate::{
+    backoff::Backoff,
+    bao::BaoClient,
+    drain::Tracked,
+    identity::Identity,
+    readiness::Check,
+    supervise::{Lifetime, Supervisor},
+};
+
+/// Failed rotations are retried from 1 s, doubling to this cap: low enough
+/// that the pool recovers within seconds of OpenBao's return, and one login
+/// per few seconds per replica is no storm.
+const RETRY_CAP: Duration = Duration::from_secs(4);
 
 /// Starts the rotation loop (which creates the first generation), the
-/// health check and the SIGHUP listener.
-pub fn spawn(
-    db: Db,
-    identity: Identity,
-    check: Check,
-    cancel: CancellationToken,
-    tasks: &TaskTracker,
-) {
-    tasks.spawn(rotation_loop(
-        db.clone(),
+/// health check and the SIGHUP listener, each supervised.
+pub fn spawn(db: Db, identity: Identity, check: Check, supervisor: &Supervisor) {
+    let inbox = db
+        .inner
+        .inbox
+        .lock()
+        .expect("inbox lock")
+        .take()
+        .expect("the rotation task is started once");
+    let engine = Engine {
+        policy: Policy {
+            interval: db.config().rotation_interval,
+            drain: db.config().drain_timeout,
+            min_spacing: db.config().rotation_min_spacing,
+        },
+        db: db.clone(),
         identity,
-        check.clone(),
-        cancel.clone(),
-    ));
-    tasks.spawn(health_loop(db.clone(), check, cancel.clone()));
-    tasks.spawn(sighup_loop(db, cancel));
+        check: check.clone(),
+        cancel: supervisor.cancel().clone(),
+        state: State::default(),
+        backoff: Backoff::new(Duration::from_secs(1), RETRY_CAP),
+        renew_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
+        next_id: 1,
+        inbox,
+    };
+    supervisor.spawn("db-rotation", Lifetime::UntilCancelled, engine.run());
+    supervisor.spawn(
+        "db-health",
+        Lifetime::UntilCancelled,
+        health_loop(db.clone(), check, supervisor.cancel().clone()),
+    );
+    supervisor.spawn(
+        "sighup",
+        Lifetime::UntilCancelled,
+        sighup_loop(db, supervisor.cancel().clone()),
+    );
 }
 
 async fn sighup_loop(db: Db, cancel: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        cancel.cancelled().await;
         return;
     };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: rotating database credentials now");
-                db.request_rotation();
+                tracing::info!(event = "rotation_requested", trigger = "signal", "SIGHUP: rotating database credentials");
+                db.request_rotation(Trigger::Signal);
             }
         }
     }
 }
 
-/// Time kept between a deadline (lease or token expiry) and the end of the
-/// old generation's drain.
-fn safety(lease_ttl: Duration) -> Duration {
-    (lease_ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(10))
+struct Engine {
+    db: Db,
+    identity: Identity,
+    check: Check,
+    cancel: CancellationToken,
+    policy: Policy,
+    state: State,
+    backoff: Backoff,
+    renew_backoff: Backoff,
+    next_id: u64,
+    inbox: mpsc::Receiver<Request>,
 }
 
-/// When the generation must be replaced: the interval, 2/3 of the lease,
-/// and early enough that neither the lease nor the token that owns it can
-/// expire before the old pool has drained.
-fn rotate_at(g: &Generation, db: &Db) -> OffsetDateTime {
-    let c = db.config();
-    let e = g.expiry();
-    let tail = c.drain_timeout + safety(g.lease_ttl);
-    [
-        g.created_at + c.rotation_interval,
-        g.created_at + g.lease_ttl * 2 / 3,
-        e.lease - tail,
-        e.token - tail,
-    ]
-    .into_iter()
-    .min()
-    .expect("non-empty")
-}
-
-/// When to renew the generation's token: at half its TTL, if it would
-/// otherwise expire before the generation's planned end.
-fn renew_token_at(g: &Generation, db: &Db) -> Option<OffsetDateTime> {
-    let e = g.expiry();
-    let planned_end = g.created_at + db.config().rotation_interval + db.config().drain_timeout;
-    (g.bao.renewable && e.token < planned_end + safety(g.lease_ttl))
-        .then(|| e.token - g.bao.token_ttl / 2)
-}
-
-async fn rotation_loop(db: Db, identity: Identity, check: Check, cancel: CancellationToken) {
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-    let mut next_id = 1u64;
-    let mut retry_at: Option<Instant> = None;
-    loop {
-        // Not held across the rotation: retiring waits for every holder.
-        let now = OffsetDateTime::now_utc();
-        let (rotate_due, renew_due) = match db.inner.current.load().as_ref() {
-            None => (now, None),
-            Some(g) => (rotate_at(g, &db), renew_token_at(g, &db)),
-        };
-        // After a failure the backoff decides; otherwise the schedule does.
-        let wake = match retry_at {
-            Some(at) => now + at.saturating_duration_since(Instant::now()),
-            None => renew_due.map_or(rotate_due, |r| r.min(rotate_due)),
-        };
-        let sleep = (wake - now).max(time::Duration::ZERO).unsigned_abs();
-        let forced = tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(sleep) => false,
-            _ = db.inner.rotate_now.notified() => true,
-        };
-        let now = OffsetDateTime::now_utc();
-        if !forced
-            && retry_at.is_none()
-            && now < rotate_due
-            && renew_due.is_some()
-            && let Some(g) = db.inner.current.load_full()
-        {
-            renew_token(&g).await;
-            continue;
-        }
-        match rotate(&db, &identity, next_id).await {
-            Ok(()) => {
-                next_id += 1;
-                retry_at = None;
-                backoff.reset();
+impl Engine {
+    async fn run(mut self) {
+        loop {
+            #[cfg(feature = "fault-injection")]
+            if self
+                .db
+                .inner
+                .panic_next
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                panic!("injected rotation panic (fault-injection)");
             }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in = ?delay, "credential rotation failed; the current pool keeps serving");
-                db.inner
+            match plan::plan(&self.state, &self.policy, Instant::now()) {
+                Next::Rotate(trigger) => self.rotate(trigger).await,
+                Next::Renew(what) => self.renew(what).await,
+                Next::Retry(until) | Next::Wait(until) => {
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break,
+                        _ = tokio::time::sleep_until(until.into()) => {}
+                        Some(request) = self.inbox.recv() => self.accept(request),
+                    }
+                }
+            }
+            if self.cancel.is_cancelled() {
+                break;
+            }
+        }
+        // Shutting down: retire the serving generation cleanly.
+        if let Some(g) = self.db.inner.current.swap(None) {
+            retire(g, self.policy.drain).await;
+        }
+    }
+
+    /// Records a request, unless it comes from a generation already retired
+    /// (a straggler's error must not rotate its successor).
+    fn accept(&mut self, request: Request) {
+        let current = self.state.current.as_ref().map(|c| c.id);
+        match (request.generation, current) {
+            (Some(from), Some(now)) if from != now => {
+                tracing::debug!(
+                    from,
+                    current = now,
+                    trigger = request.trigger.as_str(),
+                    "rotation request from a retired generation ignored"
+                );
+            }
+            (_, None) => {} // the first generation is on its way anyway
+            _ => {
+                // Role-invalid outranks a signal: it may skip the spacing.
+                if self.state.requested != Some(Trigger::RoleInvalid) {
+                    self.state.requested = Some(request.trigger);
+                }
+            }
+        }
+    }
+
+    async fn rotate(&mut self, trigger: Trigger) {
+        let started = Instant::now();
+        self.state.last_attempt = Some(started);
+        let id = self.next_id;
+        match create(&self.db, &self.identity, id).await {
+            Ok((generation, current)) => {
+                self.next_id += 1;
+                let misfit = plan::misfit(&current, &self.policy);
+                let tracked = Tracked::new(Generation {
+                    misfit,
+                    ..generation
+                });
+                let old = self.db.inner.current.swap(Some(tracked.clone()));
+                // A proven generation: the database is ready now, not at the
+                // next health tick.
+                mark(&self.check, &tracked);
+                self.state = State {
+                    current: Some(current),
+                    last_attempt: Some(started),
+                    ..State::default()
+                };
+                self.backoff.reset();
+                self.renew_backoff.reset();
+                let (next_at, next_why) =
+                    plan::due(self.state.current.as_ref().unwrap(), &self.policy);
+                tracing::info!(
+                    event = "rotation_succeeded",
+                    generation = id,
+                    trigger = trigger.as_str(),
+                    role = %tracked.username,
+                    lease_ttl = ?tracked.lease_ttl,
+                    next_rotation_in = ?next_at.saturating_duration_since(Instant::now()),
+                    next_trigger = next_why.as_str(),
+                    took = ?started.elapsed(),
+                    "database credentials rotated"
+                );
+                if let Some(why) = &tracked.misfit {
+                    tracing::warn!(event = "rotation_misfit", generation = id, reason = %why, "granted lifetimes do not fit the rotation settings; see docs/rotation.md");
+                    let first = old
+                        .as_ref()
+                        .is_none_or(|o| o.misfit.as_deref() != Some(why));
+                    if first {
+                        self.db
+                            .inner
+                            .events
+                            .warning(
+                                "CredentialsLifetimeMisfit",
+                                "RotateCredentials",
+                                why.clone(),
+                            )
+                            .await;
+                    }
+                }
+                self.db
+                    .inner
                     .events
-                    .warning(
-                        "CredentialsRotationFailed",
+                    .normal(
+                        "CredentialsRotated",
                         "RotateCredentials",
                         format!(
-                            "{e}; retrying in {}s, the current pool keeps serving",
-                            delay.as_secs()
+                            "generation {id} ({}): database role {}, lease {}s",
+                            trigger.as_str(),
+                            tracked.username,
+                            tracked.lease_ttl.as_secs()
                         ),
                     )
                     .await;
-                if let Some(g) = db.inner.current.load_full() {
-                    keep_alive(&g).await;
-                } else {
-                    check.set_not_ready(format!("no database credentials yet: {e}"));
+                if let Some(old) = old {
+                    retire(old, self.policy.drain).await;
                 }
-                retry_at = Some(Instant::now() + delay);
-            }
-        }
-    }
-    // Shutting down: retire the serving generation cleanly.
-    if let Some(g) = db.inner.current.swap(None) {
-        retire(g, db.config().drain_timeout).await;
-    }
-}
-
-async fn renew_token(g: &Generation) {
-    match g.bao.renew_self().await {
-        Ok(granted) => {
-            g.set_expiry(|e| e.token = OffsetDateTime::now_utc() + granted);
-            tracing::debug!(generation = g.id, ?granted, "generation token renewed");
-        }
-        Err(e) => tracing::warn!(generation = g.id, error = %e, "generation token renewal failed"),
-    }
-}
-
-/// While rotations fail, stretch what can be stretched (token, then lease).
-async fn keep_alive(g: &Generation) {
-    let now = OffsetDateTime::now_utc();
-    let e = g.expiry();
-    if g.bao.renewable && e.token - now < g.bao.token_ttl / 2 {
-        renew_token(g).await;
-    }
-    if e.lease - now < g.lease_ttl / 3 {
-        match g.bao.renew_lease(&g.lease_id, g.lease_ttl).await {
-            Ok(granted) => {
-                g.set_expiry(|e| e.lease = OffsetDateTime::now_utc() + granted);
-                tracing::info!(
-                    generation = g.id,
-                    ?granted,
-                    "database lease renewed while rotation fails"
-                );
             }
             Err(e) => {
-                tracing::warn!(generation = g.id, error = %e, "database lease renewal failed")
+                self.state.failures += 1;
+                let delay = self.backoff.next_delay();
+                self.state.retry_at = Some(Instant::now() + delay);
+                tracing::warn!(
+                    event = "rotation_failed",
+                    trigger = trigger.as_str(),
+                    failures = self.state.failures,
+                    error = %e,
+                    retry_in = ?delay,
+                    "credential rotation failed; the current pool keeps serving"
+                );
+                if self.state.failures == 1 || self.state.failures.is_power_of_two() {
+                    self.db
+                        .inner
+                        .events
+                        .warning(
+                            "CredentialsRotationFailed",
+                            "RotateCredentials",
+                            format!(
+                                "{e} ({} in a row); the current pool keeps serving",
+                                self.state.failures
+                            ),
+                        )
+                        .await;
+                }
+                if self.state.current.is_none() {
+                    self.check
+                        .set_not_ready(format!("no database credentials yet: {e}"));
+                }
+            }
+        }
+    }
+
+    async fn renew(&mut self, what: Renewal) {
+        let (Some(g), Some(c)) = (
+            self.db.inner.current.load_full(),
+            self.state.current.as_mut(),
+        ) else {
+            return;
+        };
+        let asked = match what {
+            Renewal::Token => c.token_ttl,
+            Renewal::Lease => c.lease_ttl,
+        };
+        let result = match what {
+            Renewal::Token => g.bao.renew_self().await,
+            Renewal::Lease => g.bao.renew_lease(&g.lease_id, c.lease_ttl).await,
+        };
+        let now = Instant::now();
+        match result {
+            Ok(granted) => {
+                let deadline = (!granted.is_zero()).then(|| now + granted);
+                let capped = plan::capped(asked, granted);
+                match what {
+                    Renewal::Token => {
+                        c.token_deadline = deadline;
+                        c.token_renewable &= !capped;
+                        g.set_deadlines(|d| d.token = deadline);
+                    }
+                    Renewal::Lease => {
+                        c.lease_deadline = deadline;
+                        c.lease_renewable &= !capped;
+                        g.set_deadlines(|d| d.lease = deadline);
+                    }
+                }
+                self.state.renew_retry_at = None;
+                self.renew_backoff.reset();
+                tracing::info!(event = "renewal_succeeded", generation = g.id, what = ?what, ?granted, capped, "generation renewed");
+            }
+            Err(e) => {
+                if e.is_refusal() {
+                    // Refused (revoked, not renewable): asking again cannot help.
+                    match what {
+                        Renewal::Token => c.token_renewable = false,
+                        Renewal::Lease => c.lease_renewable = false,
+                    }
+                }
+                let delay = self.renew_backoff.next_delay();
+                self.state.renew_retry_at = Some(now + delay);
+                tracing::warn!(event = "renewal_failed", generation = g.id, what = ?what, error = %e, retry_in = ?delay, "generation renewal failed");
             }
         }
     }
 }
 
-/// One rotation: new token → new lease → new pool, proven → swap → retire
-/// the old generation. Anything created before a failure is revoked.
-async fn rotate(db: &Db, identity: &Identity, id: u64) -> Result<(), DbError> {
-    let started = Instant::now();
+/// Ready, or degraded when the granted lifetimes do not fit the settings.
+fn mark(check: &Check, g: &Generation) {
+    match &g.misfit {
+        Some(why) => check.set_degraded(why.clone()),
+        None => check.set_ready(),
+    }
+}
+
+/// One new generation: new token → new lease → new pool, proven. Anything
+/// created before a failure is revoked.
+async fn create(db: &Db, identity: &Identity, id: u64) -> Result<(Generation, Current), DbError> {
     let bao = BaoClient::login(&db.inner.bao, identity).await?;
     let creds = match bao.db_credentials(&db.inner.bao.db_role).await {
         Ok(c) => c,
@@ -198,6 +333,7 @@ async fn rotate(db: &Db, identity: &Identity, id: u64) -> Result<(), DbError> {
             return Err(e.into());
         }
     };
+    let granted = Instant::now();
     let pool = match build_pool(db.config(), &creds).await {
         Ok(p) => p,
         Err(e) => {
@@ -206,71 +342,49 @@ async fn rotate(db: &Db, identity: &Identity, id: u64) -> Result<(), DbError> {
             return Err(e);
         }
     };
-    let now = OffsetDateTime::now_utc();
-    let generation = Arc::new(Generation {
+    let deadlines = Deadlines {
+        lease: (!creds.lease_duration.is_zero()).then(|| granted + creds.lease_duration),
+        token: (!bao.token_ttl.is_zero()).then(|| bao.logged_in + bao.token_ttl),
+    };
+    let current = Current {
+        id,
+        created: Instant::now(),
+        lease_ttl: creds.lease_duration,
+        lease_deadline: deadlines.lease,
+        lease_renewable: creds.renewable,
+        token_ttl: bao.token_ttl,
+        token_deadline: deadlines.token,
+        token_renewable: bao.renewable,
+    };
+    let generation = Generation {
         id,
         pool,
         username: creds.username,
         lease_id: creds.lease_id,
         lease_ttl: creds.lease_duration,
-        created_at: now,
-        expiry: Mutex::new(Expiry {
-            lease: now + creds.lease_duration,
-            token: bao.token_expires_at,
-        }),
+        created_at: OffsetDateTime::now_utc(),
         bao,
-    });
-    let next = rotate_at(&generation, db);
-    let old = db.inner.current.swap(Some(generation.clone()));
-    tracing::info!(
-        generation = id,
-        role = %generation.username,
-        lease_ttl = ?generation.lease_ttl,
-        next_rotation = %next,
-        took = ?started.elapsed(),
-        "database credentials rotated"
-    );
-    if (next - now).unsigned_abs() < db.config().rotation_interval {
-        tracing::warn!(
-            next_rotation = %next,
-            "lease or token lifetime forces rotation before DB_ROTATION_INTERVAL; see docs/rotation.md"
-        );
-    }
-    db.inner
-        .events
-        .normal(
-            "CredentialsRotated",
-            "RotateCredentials",
-            format!(
-                "generation {id}: database role {}, lease {}s",
-                generation.username,
-                generation.lease_ttl.as_secs()
-            ),
-        )
-        .await;
-    if let Some(old) = old {
-        retire(old, db.config().drain_timeout).await;
-    }
-    Ok(())
+        deadlines: Mutex::new(deadlines),
+        requests: db.inner.requests.clone(),
+        misfit: None,
+    };
+    Ok((generation, current))
 }
 
-/// Drain → close → revoke lease → revoke token.
-async fn retire(old: Arc<Generation>, drain_timeout: Duration) {
-    let deadline = Instant::now() + drain_timeout;
-    // Handlers hold the generation (PoolRef) for the whole request.
-    while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let holders = Arc::strong_count(&old) - 1;
+/// Drain (woken by the last holder) → close → revoke lease → revoke token.
+pub(super) async fn retire(old: Arc<Tracked<Generation>>, drain_timeout: Duration) {
+    let started = Instant::now();
+    let holders = old.drain(drain_timeout).await;
     if holders > 0 {
         tracing::warn!(
+            event = "drain_timeout",
             generation = old.id,
             holders,
             "drain timeout: closing the old pool under running requests"
         );
     }
-    let remaining = deadline
-        .saturating_duration_since(Instant::now())
+    let remaining = drain_timeout
+        .saturating_sub(started.elapsed())
         .max(Duration::from_secs(1));
     if tokio::time::timeout(remaining, old.pool.close())
         .await
@@ -288,7 +402,7 @@ async fn retire(old: Arc<Generation>, drain_timeout: Duration) {
     if let Err(e) = old.bao.revoke_self().await {
         tracing::warn!(generation = old.id, error = %e, "could not revoke the old token; it expires on its own");
     }
-    tracing::info!(generation = old.id, role = %old.username, "old generation retired");
+    tracing::info!(event = "generation_retired", generation = old.id, role = %old.username, drained_in = ?started.elapsed(), "old generation retired");
 }
 
 async fn health_loop(db: Db, check: Check, cancel: CancellationToken) {
@@ -302,15 +416,17 @@ async fn health_loop(db: Db, check: Check, cancel: CancellationToken) {
         let Some(g) = db.inner.current.load_full() else {
             continue; // the rotation loop reports why
         };
-        let left = g.expiry().lease - OffsetDateTime::now_utc();
         let margin = db.config().lease_safety_margin;
-        if left < margin {
-            check.set_not_ready(format!(
-                "database lease expires in {}s (under the {}s safety margin) and could not be rotated",
-                left.whole_seconds().max(0),
-                margin.as_secs()
-            ));
-            continue;
+        if let Some(end) = g.deadlines().effective() {
+            let left = end.saturating_duration_since(Instant::now());
+            if left < margin {
+                check.set_not_ready(format!(
+                    "database lease expires in {}s (under the {}s safety margin) and could not be rotated",
+                    left.as_secs(),
+                    margin.as_secs()
+                ));
+                continue;
+            }
         }
         let probe = tokio::time::timeout(
             db.config().acquire_timeout,
@@ -318,10 +434,13 @@ async fn health_loop(db: Db, check: Check, cancel: CancellationToken) {
         )
         .await;
         match probe {
-            Ok(Ok(_)) => check.set_ready(),
+            Ok(Ok(_)) => mark(&check, &g),
             Ok(Err(e)) => {
                 if role_is_invalid(&e) {
-                    db.request_rotation();
+                    let _ = g.requests.try_send(Request {
+                        trigger: Trigger::RoleInvalid,
+                        generation: Some(g.id),
+                    });
                 }
                 check.set_not_ready(format!("database check failed: {e}"));
             }

@@ -238,7 +238,7 @@ impl GithubService {
         .bind(&scopes)
         .execute(&*pool)
         .await
-        .map_err(|e| self.db.classify(e))?;
+        .map_err(|e| pool.commit_error(e))?;
         audit::record(
             &*pool,
             "github_configure",
@@ -258,7 +258,7 @@ impl GithubService {
             .bind(user)
             .execute(&*pool)
             .await
-            .map_err(|e| self.db.classify(e))?
+            .map_err(|e| pool.commit_error(e))?
             .rows_affected()
             > 0;
         self.session()?

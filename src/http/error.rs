@@ -196,7 +196,7 @@ impl From<crate::db::DbError> for ApiError {
         match e {
             // The pool cannot serve (no credentials, revoked role, Postgres
             // down): a retryable 503, not a 500.
-            DbError::Unavailable(_) => Self::unavailable(
+            DbError::Unavailable(_) | DbError::Disconnected(_) => Self::unavailable(
                 "database_unavailable",
                 "the database is temporarily unavailable; retry shortly",
             ),

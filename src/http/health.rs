@@ -39,7 +39,7 @@ pub async fn liveness() -> Json<Liveness> {
 pub async fn readiness(State(state): State<AppState>) -> (StatusCode, Json<ReadinessReport>) {
     let report = state.readiness.report();
     let status = match report.status {
-        CheckStatus::Ready => StatusCode::OK,
+        CheckStatus::Ready | CheckStatus::Degraded => StatusCode::OK,
         CheckStatus::NotReady => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, Json(report))

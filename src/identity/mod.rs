@@ -7,13 +7,16 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use crate::{
+    config::IdentityConfig,
+    events::PodEvents,
+    readiness::Check,
+    supervise::{Lifetime, Supervisor},
+};
 use secrecy::SecretString;
 use spiffe::{WorkloadApiClient, X509Source, X509SourceBuilder};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, watch};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
-
-use crate::{config::IdentityConfig, events::PodEvents, readiness::Check};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -73,9 +76,14 @@ const JWT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Inner {
     endpoint: String,
+    expected_id: Option<String>,
     source: X509Source,
     current: watch::Sender<SvidInfo>,
     jwt_cache: Mutex<HashMap<Vec<String>, CachedJwt>>,
+    /// Why the identity cannot be trusted (a rotated SVID for another ID).
+    mismatch: std::sync::Mutex<Option<String>>,
+    /// The last JWT-SVID fetch that failed with nothing cached to fall back on.
+    jwt_error: std::sync::Mutex<Option<String>>,
 }
 
 /// The workload's identity. Cheap to clone.
@@ -116,27 +124,33 @@ impl Identity {
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoint: config.endpoint.clone(),
+                expected_id: config.expected_id.clone(),
                 source,
                 current,
                 jwt_cache: Mutex::new(HashMap::new()),
+                mismatch: std::sync::Mutex::new(None),
+                jwt_error: std::sync::Mutex::new(None),
             }),
         })
     }
 
-    /// Spawns the task that follows rotations and keeps `check` current:
-    /// ready while an unexpired X.509-SVID is held.
-    /// SVID rotations and identity loss are also recorded as Pod `events`.
-    pub fn spawn_watch(
-        &self,
-        check: Check,
-        events: PodEvents,
-        cancel: CancellationToken,
-        tasks: &TaskTracker,
-    ) {
+    /// Spawns the task that follows rotations and keeps `check` current.
+    ///
+    /// What makes the instance unready is what depends on the identity:
+    /// nothing serves with the X.509-SVID, so its expiry alone (the agent
+    /// down) only degrades the check; the OpenBao token and the database
+    /// lease carry the instance, and their own checks turn unready when
+    /// their margins run out without a fresh JWT-SVID to log in again. A
+    /// rotated SVID for another SPIFFE ID than `EXPECTED_SPIFFE_ID` makes it
+    /// unready at once. SVID rotations and identity loss are recorded as Pod
+    /// `events`.
+    pub fn spawn_watch(&self, check: Check, events: PodEvents, supervisor: &Supervisor) {
         let this = self.clone();
-        tasks.spawn(async move {
+        let cancel = supervisor.cancel().clone();
+        supervisor.spawn("identity-watch", Lifetime::UntilCancelled, async move {
             let mut updates = this.inner.source.updated();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut expired_reported = false;
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
@@ -148,39 +162,61 @@ impl Identity {
                                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                             }
                         }
-                        if let Some(info) = this.observe() {
-                            events
+                        match this.observe() {
+                            Some(Ok(info)) => events
                                 .normal(
                                     "SvidRotated",
                                     "RotateSvid",
                                     format!("{}: serial {}, not after {}", info.spiffe_id, info.serial, info.not_after),
                                 )
-                                .await;
+                                .await,
+                            Some(Err(why)) => events.warning("IdentityMismatch", "WatchSvid", why).await,
+                            None => {}
                         }
                     }
                     _ = tick.tick() => {}
                 }
-                let was_ready = check.is_ready();
-                this.judge(&check);
-                if was_ready && !check.is_ready() {
+                let expired = this.current().not_after <= OffsetDateTime::now_utc();
+                if expired && !expired_reported {
+                    tracing::warn!(event = "identity_lost", endpoint = %this.inner.endpoint, "X.509-SVID expired and the Workload API has not delivered a new one; OpenBao token and database lease carry the instance");
                     events
                         .warning("IdentityLost", "WatchSvid", format!("X.509-SVID expired; Workload API at {}", this.inner.endpoint))
                         .await;
                 }
+                expired_reported = expired;
+                this.judge(&check);
             }
             this.inner.source.shutdown().await;
         });
     }
 
     /// Publishes the source's SVID when it differs from the last one seen;
-    /// returns it when it did.
-    fn observe(&self) -> Option<SvidInfo> {
+    /// returns it when it did, or why it was refused (another SPIFFE ID).
+    fn observe(&self) -> Option<Result<SvidInfo, String>> {
         let Ok(info) = svid_info(&self.inner.source) else {
             return None;
         };
+        if let Some(expected) = &self.inner.expected_id
+            && expected != &info.spiffe_id
+        {
+            let why = IdentityError::Mismatch {
+                expected: expected.clone(),
+                actual: info.spiffe_id.clone(),
+            }
+            .to_string();
+            let mut mismatch = self.inner.mismatch.lock().expect("mismatch lock");
+            if mismatch.as_deref() != Some(why.as_str()) {
+                tracing::error!(event = "identity_mismatch", expected = %expected, actual = %info.spiffe_id, "a rotated X.509-SVID carries another SPIFFE ID; not using it");
+                *mismatch = Some(why.clone());
+                return Some(Err(why));
+            }
+            return None;
+        }
+        self.inner.mismatch.lock().expect("mismatch lock").take();
         let previous = self.inner.current.borrow().clone();
         if previous.serial != info.serial {
             tracing::info!(
+                event = "svid_rotated",
                 spiffe_id = %info.spiffe_id,
                 serial = %info.serial,
                 not_after = %info.not_after,
@@ -188,21 +224,26 @@ impl Identity {
                 "X.509-SVID rotated"
             );
             self.inner.current.send_replace(info.clone());
-            return Some(info);
+            return Some(Ok(info));
         }
         None
     }
 
     fn judge(&self, check: &Check) {
+        if let Some(why) = self.inner.mismatch.lock().expect("mismatch lock").clone() {
+            check.set_not_ready(why);
+            return;
+        }
         let info = self.inner.current.borrow().clone();
-        let now = OffsetDateTime::now_utc();
-        if info.not_after > now {
-            check.set_ready();
-        } else {
-            check.set_not_ready(format!(
+        if info.not_after <= OffsetDateTime::now_utc() {
+            check.set_degraded(format!(
                 "X.509-SVID expired at {} and the Workload API at {} has not delivered a new one",
                 info.not_after, self.inner.endpoint
             ));
+        } else if let Some(why) = self.inner.jwt_error.lock().expect("jwt lock").clone() {
+            check.set_degraded(why);
+        } else {
+            check.set_ready();
         }
     }
 
@@ -242,8 +283,19 @@ impl Identity {
         {
             return Ok(cached.svid.clone());
         }
-        match self.fetch_jwt(&key).await {
+        let fetched = self
+            .fetch_jwt(&key)
+            .await
+            .and_then(|svid| match &self.inner.expected_id {
+                Some(expected) if expected != &svid.spiffe_id => Err(IdentityError::Mismatch {
+                    expected: expected.clone(),
+                    actual: svid.spiffe_id.clone(),
+                }),
+                _ => Ok(svid),
+            });
+        match fetched {
             Ok(svid) => {
+                self.inner.jwt_error.lock().expect("jwt lock").take();
                 let lifetime = svid.expires_at - now;
                 cache.insert(
                     key,
@@ -261,6 +313,7 @@ impl Identity {
                 }
                 _ => {
                     cache.remove(&key);
+                    *self.inner.jwt_error.lock().expect("jwt lock") = Some(e.to_string());
                     Err(e)
                 }
             },

@@ -174,3 +174,21 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
 ) -> T {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
+
+/// A supervisor for tasks a test starts by hand; a failure only shows in
+/// readiness `tasks` (the grace period outlives the test).
+pub fn test_supervisor(
+    tasks: &tokio_util::task::TaskTracker,
+    cancel: &tokio_util::sync::CancellationToken,
+    readiness: &precinct::readiness::Readiness,
+) -> precinct::supervise::Supervisor {
+    precinct::supervise::Supervisor::new(
+        tasks.clone(),
+        cancel.clone(),
+        readiness.register("tasks", "starting"),
+        precinct::events::PodEvents::disabled(),
+        Default::default(),
+        tokio_util::sync::CancellationToken::new(),
+        std::time::Duration::from_secs(3600),
+    )
+}

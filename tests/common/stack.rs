@@ -268,6 +268,8 @@ impl Stack {
             ("DB_HEALTH_INTERVAL".into(), "300ms".into()),
             ("DB_LEASE_SAFETY_MARGIN".into(), "5s".into()),
             ("DB_DRAIN_TIMEOUT".into(), "3s".into()),
+            // Tests rotate every few seconds; the spacing has its own unit tests.
+            ("DB_ROTATION_MIN_SPACING".into(), "1s".into()),
             ("DB_ACQUIRE_TIMEOUT".into(), "3s".into()),
         ]
     }
@@ -398,7 +400,7 @@ pub fn db_route(state: AppState) -> axum::Router {
         let row = sqlx::query("select current_user::text as who, count(*) as users from users")
             .fetch_one(&*pool)
             .await
-            .map_err(|e| db.classify(e))?;
+            .map_err(|e| pool.error(e))?;
         Ok(Json(
             json!({"who": row.get::<String, _>("who"), "users": row.get::<i64, _>("users")}),
         ))
