@@ -97,6 +97,8 @@ struct Inner {
     config: DbConfig,
     bao: BaoConfig,
     events: PodEvents,
+    /// The last rotation attempt failed (readiness judges the margin by it).
+    failing: std::sync::atomic::AtomicBool,
     #[cfg(feature = "fault-injection")]
     panic_next: std::sync::atomic::AtomicBool,
 }
@@ -175,6 +177,7 @@ impl Db {
                 config,
                 bao,
                 events,
+                failing: std::sync::atomic::AtomicBool::new(false),
                 #[cfg(feature = "fault-injection")]
                 panic_next: std::sync::atomic::AtomicBool::new(false),
             }),

@@ -4,7 +4,7 @@
 //! readiness `database`, and SIGHUP.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -180,6 +180,7 @@ impl Engine {
                 };
                 self.backoff.reset();
                 self.renew_backoff.reset();
+                self.db.inner.failing.store(false, Ordering::Relaxed);
                 let (next_at, next_why) =
                     plan::due(self.state.current.as_ref().unwrap(), &self.policy);
                 tracing::info!(
@@ -230,6 +231,7 @@ impl Engine {
             }
             Err(e) => {
                 self.state.failures += 1;
+                self.db.inner.failing.store(true, Ordering::Relaxed);
                 let delay = self.backoff.next_delay();
                 self.state.retry_at = Some(Instant::now() + delay);
                 tracing::warn!(
@@ -416,8 +418,13 @@ async fn health_loop(db: Db, check: Check, cancel: CancellationToken) {
         let Some(g) = db.inner.current.load_full() else {
             continue; // the rotation loop reports why
         };
+        // Close to the end with a rotation failing: the instance may lose its
+        // credentials. (Close to the end with rotations working is the
+        // planner's business: it rotates before the end.)
         let margin = db.config().lease_safety_margin;
-        if let Some(end) = g.deadlines().effective() {
+        if let Some(end) = g.deadlines().effective()
+            && db.inner.failing.load(Ordering::Relaxed)
+        {
             let left = end.saturating_duration_since(Instant::now());
             if left < margin {
                 check.set_not_ready(format!(
