@@ -14,6 +14,11 @@ COPY sql/migrations ./sql/migrations
 COPY sql/bootstrap.sql ./sql/
 COPY scripts/configure-openbao.sh scripts/bootstrap-db.sh ./scripts/
 COPY src ./src
+# Build identity (.git is not in the context):
+#   docker build --build-arg PRECINCT_GIT_COMMIT="$(git rev-parse HEAD)" \
+#                --build-arg PRECINCT_BUILD_DATE="$(date -u +%FT%TZ)" .
+ARG PRECINCT_GIT_COMMIT=unknown
+ARG PRECINCT_BUILD_DATE=unknown
 # No dev-agent feature: the release image cannot mint SVIDs.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use crate::devagent::DevAgentConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "precinct", version, about = "SPIFFE-aware zero-trust backend")]
+#[command(
+    name = "precinct",
+    version = crate::build_info::LONG_VERSION,
+    about = "SPIFFE-aware zero-trust backend"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

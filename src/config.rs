@@ -150,6 +150,9 @@ pub struct DbConfig {
     pub port: u16,
     pub name: String,
     pub sslmode: String,
+    /// CA bundle that verifies PostgreSQL's certificate (a private CA);
+    /// the system's web PKI roots otherwise.
+    pub sslrootcert: Option<std::path::PathBuf>,
     pub pool_max: u32,
     pub pool_min: u32,
     pub acquire_timeout: Duration,
@@ -178,7 +181,11 @@ pub struct AuthConfig {
     pub token_cache_size: usize,
     pub hash_concurrency: usize,
     pub login_per_ip_per_minute: u32,
+    /// The backstop: does not apply to known-good (IP, username) pairs.
     pub login_per_username_per_minute: u32,
+    pub login_per_username_ip_per_minute: u32,
+    /// Where the login duration floor starts (it grows by calibration).
+    pub login_min_duration: Duration,
     pub register_per_ip_per_minute: u32,
 }
 
@@ -252,9 +259,7 @@ impl Config {
         };
         let log = LogConfig {
             format: v.parse_or("LOG_FORMAT", default_format)?,
-            // The OpenBao client libraries log each failed request again at
-            // ERROR without context; precinct reports those failures itself.
-            filter: v.string_or("RUST_LOG", "info,rustify=off,vaultrs=off"),
+            filter: log_filter(&v.string_or("RUST_LOG", "info")),
             access: v.parse_or(
                 "ACCESS_LOG",
                 match env {
@@ -301,9 +306,9 @@ impl Config {
 
         let identity = parse_identity(v, env)?;
         let bao = parse_bao(v, env, allow_insecure, identity.as_ref())?;
-        let db = parse_db(v)?;
+        let db = parse_db(v, env)?;
         let auth = parse_auth(v)?;
-        let github = parse_github(v)?;
+        let github = parse_github(v, env, allow_insecure)?;
         let retire_bound = db.drain_timeout + bao.request_timeout * 2 + Duration::from_secs(5);
         let tasks = TasksConfig {
             shutdown_timeout: v.duration_or(
@@ -432,8 +437,28 @@ fn parse_bao(
     })
 }
 
-fn parse_db(v: &mut Vars<'_>) -> Result<DbConfig, ConfigError> {
-    let sslmode = v.string_or("DB_SSLMODE", "prefer");
+fn parse_db(v: &mut Vars<'_>, env: AppEnv) -> Result<DbConfig, ConfigError> {
+    // Production verifies the server's certificate and name by default.
+    let sslmode = v.string_or(
+        "DB_SSLMODE",
+        if env.is_production() {
+            "verify-full"
+        } else {
+            "prefer"
+        },
+    );
+    let sslrootcert = v.get("DB_SSLROOTCERT").map(std::path::PathBuf::from);
+    if let Some(path) = &sslrootcert
+        && !path.is_file()
+    {
+        return Err(ConfigError::new(
+            "DB_SSLROOTCERT",
+            format!(
+                "{} is not a readable file (a PEM CA bundle)",
+                path.display()
+            ),
+        ));
+    }
     if ![
         "disable",
         "allow",
@@ -456,6 +481,7 @@ fn parse_db(v: &mut Vars<'_>) -> Result<DbConfig, ConfigError> {
         port: v.parse_or("DB_PORT", 5432)?,
         name: v.string_or("DB_NAME", "precinct"),
         sslmode,
+        sslrootcert,
         pool_max: v.parse_or("DB_POOL_MAX", 10)?,
         pool_min: v.parse_or("DB_POOL_MIN", 1)?,
         acquire_timeout: v.duration_or("DB_ACQUIRE_TIMEOUT", "5s")?,
@@ -507,7 +533,9 @@ fn parse_auth(v: &mut Vars<'_>) -> Result<AuthConfig, ConfigError> {
         token_cache_size: v.parse_or("AUTH_TOKEN_CACHE_SIZE", 10_000)?,
         hash_concurrency: v.parse_or("AUTH_HASH_CONCURRENCY", cores.saturating_sub(1).max(1))?,
         login_per_ip_per_minute: v.parse_or("AUTH_LOGIN_RATE_PER_IP", 30)?,
-        login_per_username_per_minute: v.parse_or("AUTH_LOGIN_RATE_PER_USERNAME", 10)?,
+        login_per_username_ip_per_minute: v.parse_or("AUTH_LOGIN_RATE_PER_USERNAME_IP", 10)?,
+        login_per_username_per_minute: v.parse_or("AUTH_LOGIN_RATE_PER_USERNAME", 100)?,
+        login_min_duration: v.duration_or("AUTH_LOGIN_MIN_DURATION", "250ms")?,
         register_per_ip_per_minute: v.parse_or("AUTH_REGISTER_RATE_PER_IP", 5)?,
     };
     if c.access_ttl < Duration::from_secs(30) || c.access_ttl > Duration::from_secs(24 * 3600) {
@@ -528,7 +556,10 @@ fn parse_auth(v: &mut Vars<'_>) -> Result<AuthConfig, ConfigError> {
             "must be at least 1",
         ));
     }
-    if c.login_per_ip_per_minute == 0 || c.login_per_username_per_minute == 0 {
+    if c.login_per_ip_per_minute == 0
+        || c.login_per_username_per_minute == 0
+        || c.login_per_username_ip_per_minute == 0
+    {
         return Err(ConfigError::new(
             "AUTH_LOGIN_RATE_PER_IP",
             "login rates must be at least 1 per minute",
@@ -537,16 +568,29 @@ fn parse_auth(v: &mut Vars<'_>) -> Result<AuthConfig, ConfigError> {
     Ok(c)
 }
 
-fn parse_github(v: &mut Vars<'_>) -> Result<GithubConfig, ConfigError> {
+fn parse_github(
+    v: &mut Vars<'_>,
+    env: AppEnv,
+    allow_insecure: bool,
+) -> Result<GithubConfig, ConfigError> {
     let api_url = v.string_or("GITHUB_API_URL", "https://api.github.com");
-    if url::Url::parse(&api_url)
-        .map(|u| !matches!(u.scheme(), "http" | "https"))
-        .unwrap_or(true)
-    {
-        return Err(ConfigError::new(
-            "GITHUB_API_URL",
-            format!("{api_url:?} is not an http(s) URL"),
-        ));
+    let scheme = url::Url::parse(&api_url).map(|u| u.scheme().to_string());
+    match scheme.as_deref() {
+        Ok("https") => {}
+        // A user's GitHub token would travel in clear text.
+        Ok("http") if env.is_production() && !allow_insecure => {
+            return Err(ConfigError::new(
+                "GITHUB_API_URL",
+                "plain http is refused in production (users' GitHub tokens would travel in clear text); use https or set ALLOW_INSECURE=true",
+            ));
+        }
+        Ok("http") => {}
+        _ => {
+            return Err(ConfigError::new(
+                "GITHUB_API_URL",
+                format!("{api_url:?} is not an http(s) URL"),
+            ));
+        }
     }
     Ok(GithubConfig {
         api_url,
@@ -557,6 +601,20 @@ fn parse_github(v: &mut Vars<'_>) -> Result<GithubConfig, ConfigError> {
         etag_cache_entries: v.parse_or("GITHUB_ETAG_CACHE_ENTRIES", 10_000)?,
         configure_per_user_per_minute: v.parse_or("GITHUB_CONFIGURE_RATE_PER_USER", 5)?,
     })
+}
+
+/// The OpenBao client libraries log each failed request again at ERROR
+/// without context, and their debug output carries request bodies (tokens,
+/// secrets): they stay off whatever `RUST_LOG` says, appended last so that
+/// no earlier directive can turn them back on.
+pub const SILENCED_TARGETS: &[&str] = &["rustify", "vaultrs"];
+
+fn log_filter(requested: &str) -> String {
+    let mut filter = requested.trim().trim_end_matches(',').to_string();
+    for target in SILENCED_TARGETS {
+        filter.push_str(&format!(",{target}=off"));
+    }
+    filter.trim_start_matches(',').to_string()
 }
 
 /// `10.0.0.0/8, 192.168.1.7` → networks (a bare address is a /32 or /128).

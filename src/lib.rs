@@ -10,6 +10,7 @@ pub mod auth;
 pub mod backoff;
 pub mod bao;
 pub mod bootstrap;
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod db;

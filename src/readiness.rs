@@ -106,6 +106,18 @@ impl Readiness {
     }
 }
 
+impl ReadinessReport {
+    /// What an unauthenticated caller may see: each dependency's status,
+    /// not the reasons (role names, OpenBao messages, socket paths). The
+    /// reasons are logged on every transition.
+    pub fn public(mut self) -> Self {
+        for check in self.checks.values_mut() {
+            check.reason = None;
+        }
+        self
+    }
+}
+
 impl Check {
     pub fn name(&self) -> &'static str {
         self.name
@@ -167,9 +179,10 @@ pub enum CheckStatus {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CheckReport {
     pub status: CheckStatus,
-    /// Why the dependency is not ready; absent when ready.
+    /// Why the dependency is not ready or degraded (kept out of the HTTP
+    /// answer, logged on each transition).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(example = "token expired")]
+    #[schema(ignore)]
     pub reason: Option<String>,
 }
 
@@ -178,7 +191,7 @@ pub struct CheckReport {
     "status": "not_ready",
     "checks": {
         "identity": {"status": "ready"},
-        "openbao": {"status": "not_ready", "reason": "token expired"},
+        "openbao": {"status": "not_ready"},
         "database": {"status": "ready"}
     }
 }))]

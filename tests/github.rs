@@ -328,16 +328,26 @@ async fn repos_are_paginated_from_link_and_served_from_cache_on_304() {
     let first = get(&app, &bearer, path).await;
     assert_eq!(first.status(), StatusCode::OK);
     assert_eq!(first.headers()["x-ratelimit-remaining"], "4999");
+    // GitHub's Link, pointing at precinct's own route with the same query.
+    assert_eq!(
+        first.headers()["link"],
+        "</api/v1/github/repos?page=3&per_page=2&sort=updated>; rel=\"next\", \
+         </api/v1/github/repos?page=5&per_page=2&sort=updated>; rel=\"last\", \
+         </api/v1/github/repos?page=1&per_page=2&sort=updated>; rel=\"first\""
+    );
     let first: Value = first.json().await.unwrap();
-    assert_eq!(first["pagination"], json!({"next_page": 3, "last_page": 5}));
-    assert_eq!(first["repos"][0]["full_name"], "octocat/Hello-World");
-    assert_eq!(first["repos"][0]["owner"], "octocat");
+    // A JSON array of repositories in GitHub's shape, as seed clients expect.
+    assert!(first.is_array(), "{first}");
+    assert_eq!(first[0]["full_name"], "octocat/Hello-World");
+    assert_eq!(first[0]["owner"]["login"], "octocat");
     assert!(
-        first["repos"][0].get("permissions").is_none(),
+        first[0].get("permissions").is_none(),
         "a documented schema, not passthrough"
     );
-    let second: Value = get(&app, &bearer, path).await.json().await.unwrap();
-    assert_eq!(second["repos"], first["repos"], "304 served from the cache");
+    let second = get(&app, &bearer, path).await;
+    assert!(second.headers().get("link").is_some(), "304: Link kept");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second, first, "304 served from the cache");
 
     for bad in [
         "per_page=0",
@@ -347,6 +357,7 @@ async fn repos_are_paginated_from_link_and_served_from_cache_on_304() {
         "direction=up",
         "visibility=secret",
         "affiliation=friends",
+        "affiliation=owner,%20collaborator",
         "page=abc",
     ] {
         let res = get(&app, &bearer, &format!("/api/v1/github/repos?{bad}")).await;

@@ -509,10 +509,11 @@ async fn the_application_reports_identity_in_readiness() {
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["checks"]["openbao"]["status"], "not_ready");
-    let reason = body["checks"]["openbao"]["reason"]
-        .as_str()
+    let reason = app.readiness.report().checks["openbao"]
+        .reason
+        .clone()
         .unwrap_or_default();
-    assert!(reason.contains("login"), "{body}");
+    assert!(reason.contains("login"), "{reason}");
     app.stop().await;
     agent.shutdown().await;
 }

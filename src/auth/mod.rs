@@ -95,10 +95,11 @@ impl AuthService {
     pub fn new(db: Db, tokens: TokenService, config: &AuthConfig) -> Self {
         Self {
             db,
-            hasher: Hasher::new(config.hash_concurrency),
+            hasher: Hasher::new(config.hash_concurrency, config.login_min_duration),
             tokens,
             limiter: Arc::new(LoginLimiter::new(
                 config.login_per_ip_per_minute,
+                config.login_per_username_ip_per_minute,
                 config.login_per_username_per_minute,
             )),
             register_limiter: Arc::new(Limiter::per_minute(config.register_per_ip_per_minute)),
@@ -196,7 +197,9 @@ impl AuthService {
         }
         // A lost connection before the commit runs the login again; a
         // commit lost midway leaves at most an unused refresh family.
-        retry_once(|| self.login_once(username, password, meta)).await
+        let tokens = retry_once(|| self.login_once(username, password, meta)).await?;
+        self.limiter.succeeded(meta.client_ip, username);
+        Ok(tokens)
     }
 
     async fn login_once(

@@ -2,7 +2,13 @@
 //! for existing ones. Hashing runs on the blocking pool behind a semaphore
 //! so a login flood queues instead of starving every other route.
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
 use secrecy::{ExposeSecret, SecretString};
@@ -33,9 +39,46 @@ pub enum Verified {
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
-    /// Verified against when the user does not exist, so unknown and known
-    /// usernames cost the same.
+    /// Verified against when the user does not exist.
     dummy: Arc<String>,
+    floor: Arc<Floor>,
+}
+
+/// A legacy bcrypt hash at cost 12, the original system's cost (the demo
+/// users' hash for "jake99", public in sql/dev-seed.sql): verified once at
+/// startup to learn what the slowest scheme costs on this machine.
+const BCRYPT_COST12_SAMPLE: &str = "$2b$12$tuhUff7nulyQO3I5dCpTxeQSSCntJM2IQc1OgjYzVhrR.Zv5U0VKW";
+
+/// The longest a floor may grow to (a pathological stored cost must not
+/// make every login slow).
+const FLOOR_MAX: Duration = Duration::from_secs(2);
+
+/// Every verification lasts at least this long, whatever the scheme of the
+/// stored hash (Argon2id, legacy bcrypt) or its absence (unknown user): a
+/// login's duration tells nothing about the account. It starts at the
+/// configured minimum and only grows, to 1.25 × the slowest verification
+/// seen (calibrated at startup on a cost-12 bcrypt hash and the Argon2id
+/// dummy). Waiting costs no CPU.
+pub struct Floor {
+    nanos: AtomicU64,
+}
+
+impl Floor {
+    pub fn new(initial: Duration) -> Self {
+        Self {
+            nanos: AtomicU64::new(initial.min(FLOOR_MAX).as_nanos() as u64),
+        }
+    }
+
+    pub fn get(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
+
+    /// Raises the floor to 1.25 × `took` if that is higher (capped).
+    pub fn observe(&self, took: Duration) {
+        let want = (took * 5 / 4).min(FLOOR_MAX).as_nanos() as u64;
+        self.nanos.fetch_max(want, Ordering::Relaxed);
+    }
 }
 
 fn argon2() -> Argon2<'static> {
@@ -80,13 +123,32 @@ fn verify_blocking(password: &str, stored: &str) -> Verified {
 
 impl Hasher {
     /// `concurrency`: how many hashes may run at once (each uses one core).
-    pub fn new(concurrency: usize) -> Self {
+    /// `min_duration`: the floor to start from (see [`Floor`]); inside a
+    /// Tokio runtime, the floor is calibrated in the background.
+    pub fn new(concurrency: usize, min_duration: Duration) -> Self {
         let dummy =
             hash_blocking("precinct-dummy-password-for-unknown-users").expect("hashing works");
-        Self {
+        let this = Self {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             dummy: Arc::new(dummy),
+            floor: Arc::new(Floor::new(min_duration)),
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (floor, dummy) = (this.floor.clone(), this.dummy.clone());
+            runtime.spawn_blocking(move || {
+                for sample in [BCRYPT_COST12_SAMPLE, dummy.as_str()] {
+                    let started = Instant::now();
+                    let _ = verify_blocking("precinct-calibration", sample);
+                    floor.observe(started.elapsed());
+                }
+                tracing::debug!(floor = ?floor.get(), "login duration floor calibrated");
+            });
         }
+        this
+    }
+
+    pub fn floor(&self) -> Duration {
+        self.floor.get()
     }
 
     pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
@@ -96,20 +158,29 @@ impl Hasher {
     }
 
     /// Verifies `password` against `stored`, or against a dummy hash when
-    /// there is no user, so that timing does not reveal which usernames exist.
+    /// there is no user, and returns no sooner than the [`Floor`]: timing
+    /// reveals neither which usernames exist nor their hash scheme.
     pub async fn verify(
         &self,
         password: &SecretString,
         stored: Option<&str>,
     ) -> Result<Verified, HashError> {
+        let not_before = Instant::now() + self.floor.get();
         let _permit = self.permits.acquire().await.expect("semaphore open");
         let password = password.expose_secret().to_string();
         let (stored, known) = match stored {
             Some(s) => (s.to_string(), true),
             None => (self.dummy.as_ref().clone(), false),
         };
-        let verified =
-            tokio::task::spawn_blocking(move || verify_blocking(&password, &stored)).await?;
+        let (verified, took) = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let verified = verify_blocking(&password, &stored);
+            (verified, started.elapsed())
+        })
+        .await?;
+        drop(_permit);
+        self.floor.observe(took);
+        tokio::time::sleep_until(not_before.into()).await;
         Ok(if known { verified } else { Verified::No })
     }
 }
@@ -117,6 +188,19 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_floor_only_grows_to_a_quarter_above_the_slowest_verification_and_is_capped() {
+        let f = Floor::new(Duration::from_millis(100));
+        f.observe(Duration::from_millis(40));
+        assert_eq!(f.get(), Duration::from_millis(100));
+        f.observe(Duration::from_millis(280));
+        assert_eq!(f.get(), Duration::from_millis(350));
+        f.observe(Duration::from_millis(50));
+        assert_eq!(f.get(), Duration::from_millis(350));
+        f.observe(Duration::from_secs(30));
+        assert_eq!(f.get(), FLOOR_MAX);
+    }
 
     #[test]
     fn argon2id_round_trip_with_owasp_parameters() {

@@ -102,15 +102,29 @@ pub struct BaoClient {
 }
 
 impl BaoClient {
+    /// Every setting comes from `BaoConfig`: vaultrs's builder would fill
+    /// any field left unset from `VAULT_ADDR`, `VAULT_TOKEN`,
+    /// `VAULT_SKIP_VERIFY`, `VAULT_CACERT`/`VAULT_CAPATH` and
+    /// `VAULT_CLIENT_*` behind the configuration's back (`VAULT_SKIP_VERIFY`
+    /// would turn TLS verification off), so none is left unset.
     fn unauthenticated(config: &BaoConfig) -> Result<VaultClient, BaoError> {
         let mut settings = VaultClientSettingsBuilder::default();
         settings
             .address(config.addr.as_str())
             .token("")
+            .verify(true)
+            .ca_certs(
+                config
+                    .cacert
+                    .iter()
+                    .map(|ca| ca.display().to_string())
+                    .collect(),
+            )
+            .identity(None)
+            .namespace(None)
+            .version(1)
+            .wrapping(false)
             .timeout(Some(config.request_timeout));
-        if let Some(ca) = &config.cacert {
-            settings.ca_certs(vec![ca.display().to_string()]);
-        }
         let settings = settings
             .build()
             .map_err(|e| BaoError::Setup(e.to_string()))?;

@@ -99,13 +99,18 @@ impl Generation {
 
 /// Connection options for `creds`, search_path set to the app schema.
 pub fn connect_options(config: &DbConfig, username: &str, password: &str) -> PgConnectOptions {
-    PgConnectOptions::new()
+    let options = PgConnectOptions::new();
+    let options = match &config.sslrootcert {
+        Some(ca) => options.ssl_root_cert(ca),
+        None => options,
+    };
+    options
         .host(&config.host)
         .port(config.port)
         .database(&config.name)
         .username(username)
         .password(password)
-        .ssl_mode(PgSslMode::from_str(&config.sslmode).unwrap_or(PgSslMode::Prefer))
+        .ssl_mode(PgSslMode::from_str(&config.sslmode).unwrap_or(PgSslMode::VerifyFull))
         .application_name("precinct")
         .options([("search_path", "precinct")])
 }

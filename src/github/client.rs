@@ -9,10 +9,16 @@ use serde_json::Value;
 
 use crate::config::GithubConfig;
 
-#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default)]
 pub struct Page {
-    pub next_page: Option<u32>,
-    pub last_page: Option<u32>,
+    /// `rel` → page number, from GitHub's `Link` (first, prev, next, last).
+    pub links: Vec<(String, u32)>,
+}
+
+impl Page {
+    pub fn get(&self, rel: &str) -> Option<u32> {
+        self.links.iter().find(|(r, _)| r == rel).map(|(_, n)| *n)
+    }
 }
 
 /// GitHub's rate-limit headers, passed through to our client.
@@ -64,6 +70,9 @@ impl GithubClient {
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
             .pool_idle_timeout(Duration::from_secs(90))
+            // A redirect could carry the user's token elsewhere: GitHub's API
+            // answers what it answers, 3xx included.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("reqwest client builds (crypto provider installed at startup)");
         Self {
@@ -193,10 +202,13 @@ fn parse_link(link: Option<&str>) -> Page {
                 .find(|(k, _)| k == "page")
                 .and_then(|(_, v)| v.parse::<u32>().ok())
         });
-        match rel.trim() {
-            r#"rel="next""# => page.next_page = number,
-            r#"rel="last""# => page.last_page = number,
-            _ => {}
+        let rel = rel
+            .trim()
+            .strip_prefix("rel=")
+            .map(|r| r.trim_matches('"'))
+            .filter(|r| ["first", "prev", "next", "last"].contains(r));
+        if let (Some(rel), Some(number)) = (rel, number) {
+            page.links.push((rel.to_string(), number));
         }
     }
     page
@@ -211,8 +223,16 @@ mod tests {
         let p = parse_link(Some(
             r#"<https://api.github.com/user/repos?page=3&per_page=2>; rel="next", <https://api.github.com/user/repos?page=9&per_page=2>; rel="last", <https://api.github.com/user/repos?page=1&per_page=2>; rel="first""#,
         ));
-        assert_eq!((p.next_page, p.last_page), (Some(3), Some(9)));
-        let none = parse_link(None);
-        assert_eq!((none.next_page, none.last_page), (None, None));
+        assert_eq!(
+            (p.get("next"), p.get("last"), p.get("first")),
+            (Some(3), Some(9), Some(1))
+        );
+        assert_eq!(p.get("prev"), None);
+        assert!(parse_link(None).links.is_empty());
+        assert!(
+            parse_link(Some(r#"<https://x/?page=2>; rel="evil""#))
+                .links
+                .is_empty()
+        );
     }
 }

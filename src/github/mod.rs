@@ -64,7 +64,7 @@ pub struct Repo {
     #[schema(example = "octocat/Hello-World")]
     pub full_name: String,
     pub name: String,
-    pub owner: String,
+    pub owner: RepoOwner,
     pub private: bool,
     pub description: Option<String>,
     pub html_url: String,
@@ -76,6 +76,19 @@ pub struct Repo {
     pub archived: bool,
     pub updated_at: Option<String>,
     pub pushed_at: Option<String>,
+}
+
+/// The repository's owner, in GitHub's shape (a subset of its fields).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RepoOwner {
+    #[schema(example = "octocat")]
+    pub login: String,
+    pub id: i64,
+    pub avatar_url: Option<String>,
+    pub html_url: Option<String>,
+    /// `User` or `Organization`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -131,7 +144,7 @@ pub fn token_shape_ok(token: &str) -> bool {
 }
 
 /// (user, URL) → (ETag, body).
-type EtagCache = HashMap<(Uuid, String), (String, Value)>;
+type EtagCache = HashMap<(Uuid, String), (String, Value, Page)>;
 
 #[derive(Clone)]
 pub struct GithubService {
@@ -310,7 +323,7 @@ impl GithubService {
                 &token,
                 path,
                 query,
-                cached.as_ref().map(|(etag, _)| etag.as_str()),
+                cached.as_ref().map(|(etag, _, _)| etag.as_str()),
             )
             .await;
         let mut upstream = match result {
@@ -323,13 +336,17 @@ impl GithubService {
         };
         if upstream.not_modified {
             // 304: GitHub charged no rate limit; serve what we have.
-            upstream.body = cached.map(|(_, body)| body);
+            // A 304 may not repeat the Link header: the cached one stands.
+            if let Some((_, body, page)) = cached {
+                upstream.body = Some(body);
+                upstream.page = page;
+            }
         } else if let (Some(etag), Some(body)) = (&upstream.etag, &upstream.body) {
             let mut etags = self.etags.lock().expect("etag lock");
             if etags.len() >= self.etag_capacity {
                 etags.clear(); // crude but bounded; entries are cheap to refetch
             }
-            etags.insert(key, (etag.clone(), body.clone()));
+            etags.insert(key, (etag.clone(), body.clone(), upstream.page.clone()));
         }
         self.touch(user).await;
         Ok(upstream)
@@ -438,7 +455,13 @@ fn repo_from(r: &Value) -> Repo {
         id: r["id"].as_i64().unwrap_or_default(),
         full_name: s(&r["full_name"]).unwrap_or_default(),
         name: s(&r["name"]).unwrap_or_default(),
-        owner: s(&r["owner"]["login"]).unwrap_or_default(),
+        owner: RepoOwner {
+            login: s(&r["owner"]["login"]).unwrap_or_default(),
+            id: r["owner"]["id"].as_i64().unwrap_or_default(),
+            avatar_url: s(&r["owner"]["avatar_url"]),
+            html_url: s(&r["owner"]["html_url"]),
+            kind: s(&r["owner"]["type"]),
+        },
         private: r["private"].as_bool().unwrap_or_default(),
         description: s(&r["description"]),
         html_url: s(&r["html_url"]).unwrap_or_default(),

@@ -277,8 +277,17 @@ fn validate_registration(r: &RegisterRequest) -> Vec<FieldError> {
     errors
 }
 
-/// A pragmatic check (RFC 5321 lengths, one @, dotted domain, no spaces);
-/// the real proof of an address is mail delivery.
+/// Characters no name or address may hold: control characters (NUL among
+/// them, which PostgreSQL refuses in text) and Unicode format characters
+/// (U+202E right-to-left override, U+200D zero-width joiner, …: invisible,
+/// they let one name display as another).
+pub fn hostile(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c.is_control() || c.general_category() == GeneralCategory::Format
+}
+
+/// A pragmatic check (RFC 5321 lengths, one @, dotted domain, no spaces,
+/// nothing [`hostile`]); the real proof of an address is mail delivery.
 fn valid_email(e: &str) -> bool {
     let Some((local, domain)) = e.rsplit_once('@') else {
         return false;
@@ -286,7 +295,7 @@ fn valid_email(e: &str) -> bool {
     e.len() <= 254
         && !local.is_empty()
         && local.len() <= 64
-        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !e.chars().any(|c| c.is_whitespace() || hostile(c))
         && !local.contains('@')
         && domain.contains('.')
         && !domain.starts_with('.')
@@ -361,6 +370,7 @@ pub async fn login(
 ) -> Result<Json<TokenResponse>, ApiError> {
     if body.username.is_empty()
         || body.username.len() > 64
+        || body.username.chars().any(hostile)
         || body.password.expose_secret().len() > PASSWORD_MAX_BYTES
     {
         // Same answer as a wrong password: nothing to learn from the shape.
@@ -456,7 +466,23 @@ pub async fn jwks(State(state): State<AppState>) -> Result<Json<Value>, ApiError
 
 #[cfg(test)]
 mod tests {
-    use super::valid_email;
+    use super::{hostile, valid_email};
+
+    #[test]
+    fn control_and_format_characters_are_hostile() {
+        for c in [
+            '\0', '\u{7}', '\u{1b}', '\u{7f}', '\u{202e}', '\u{200d}', '\u{200b}', '\u{feff}',
+            '\u{2066}',
+        ] {
+            assert!(hostile(c), "{c:?}");
+        }
+        for c in ['a', 'é', 'ß', '字', '-', '@', '😀'] {
+            assert!(!hostile(c), "{c:?}");
+        }
+        assert!(!valid_email("rosa\u{202e}moc@nine-nine.example"));
+        assert!(!valid_email("rosa@nine\u{200d}nine.example"));
+        assert!(valid_email("rosa@nine-nine.example"));
+    }
 
     #[test]
     fn email_check_accepts_ordinary_addresses_only() {

@@ -156,27 +156,79 @@ pub struct ConfigureResponse {
     scopes: Vec<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct ReposResponse {
-    repos: Vec<Repo>,
-    pagination: Page,
+/// GitHub's `Link` pagination, pointing at precinct's own route: only the
+/// page number comes from GitHub; every other parameter is the validated
+/// query (nothing GitHub-controlled is reflected).
+fn link_header(page: &Page, query: &RepoQuery) -> Option<HeaderValue> {
+    let parts: Vec<String> = page
+        .links
+        .iter()
+        .map(|(rel, number)| {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            q.append_pair("page", &number.to_string());
+            q.append_pair("per_page", &query.per_page.to_string());
+            for (name, value) in [
+                ("sort", &query.sort),
+                ("direction", &query.direction),
+                ("visibility", &query.visibility),
+                ("affiliation", &query.affiliation),
+            ] {
+                if let Some(v) = value {
+                    q.append_pair(name, v);
+                }
+            }
+            format!("</api/v1/github/repos?{}>; rel=\"{rel}\"", q.finish())
+        })
+        .collect();
+    (!parts.is_empty())
+        .then(|| HeaderValue::from_str(&parts.join(", ")).ok())
+        .flatten()
 }
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReposParams {
     /// Page number, from 1.
+    #[param(minimum = 1, maximum = 100000)]
     page: Option<u32>,
-    /// 1–100 (default 30).
+    /// Repositories per page (default 30).
+    #[param(minimum = 1, maximum = 100)]
     per_page: Option<u32>,
-    /// `created`, `updated`, `pushed` or `full_name`.
-    sort: Option<String>,
-    /// `asc` or `desc`.
-    direction: Option<String>,
-    /// `all`, `public` or `private`.
-    visibility: Option<String>,
+    #[param(inline)]
+    sort: Option<RepoSort>,
+    #[param(inline)]
+    direction: Option<Direction>,
+    #[param(inline)]
+    visibility: Option<Visibility>,
     /// Comma list of `owner`, `collaborator`, `organization_member`.
+    #[param(
+        pattern = "^(owner|collaborator|organization_member)(,(owner|collaborator|organization_member))*$"
+    )]
     affiliation: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum RepoSort {
+    Created,
+    Updated,
+    Pushed,
+    FullName,
+}
+
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Asc,
+    Desc,
+}
+
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    All,
+    Public,
+    Private,
 }
 
 impl ReposParams {
@@ -196,22 +248,10 @@ impl ReposParams {
         if !(1..=100).contains(&per_page) {
             bad("per_page", "must be between 1 and 100");
         }
-        let one_of = |v: &Option<String>, allowed: &[&str]| {
-            v.as_deref().is_none_or(|v| allowed.contains(&v))
-        };
-        if !one_of(&self.sort, &["created", "updated", "pushed", "full_name"]) {
-            bad("sort", "must be created, updated, pushed or full_name");
-        }
-        if !one_of(&self.direction, &["asc", "desc"]) {
-            bad("direction", "must be asc or desc");
-        }
-        if !one_of(&self.visibility, &["all", "public", "private"]) {
-            bad("visibility", "must be all, public or private");
-        }
         if let Some(a) = &self.affiliation
             && !a
                 .split(',')
-                .all(|p| ["owner", "collaborator", "organization_member"].contains(&p.trim()))
+                .all(|p| ["owner", "collaborator", "organization_member"].contains(&p))
         {
             bad(
                 "affiliation",
@@ -224,9 +264,30 @@ impl ReposParams {
         Ok(RepoQuery {
             page,
             per_page,
-            sort: self.sort,
-            direction: self.direction,
-            visibility: self.visibility,
+            sort: self.sort.map(|v| {
+                match v {
+                    RepoSort::Created => "created",
+                    RepoSort::Updated => "updated",
+                    RepoSort::Pushed => "pushed",
+                    RepoSort::FullName => "full_name",
+                }
+                .to_string()
+            }),
+            direction: self.direction.map(|v| {
+                match v {
+                    Direction::Asc => "asc",
+                    Direction::Desc => "desc",
+                }
+                .to_string()
+            }),
+            visibility: self.visibility.map(|v| {
+                match v {
+                    Visibility::All => "all",
+                    Visibility::Public => "public",
+                    Visibility::Private => "private",
+                }
+                .to_string()
+            }),
             affiliation: self.affiliation,
         })
     }
@@ -281,15 +342,19 @@ pub async fn forget(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The current user's repositories (`GET /user/repos` on GitHub), with
-/// pagination from GitHub's `Link` header and its rate-limit headers.
+/// The current user's repositories (`GET /user/repos` on GitHub): a JSON
+/// array, as GitHub answers, with GitHub's `Link` pagination rewritten to
+/// this route and its rate-limit headers.
 #[utoipa::path(
     get, path = "/api/v1/github/repos", tag = "github",
     security(("bearer_auth" = [])),
     params(ReposParams),
     responses(
-        (status = 200, description = "Repositories", body = ReposResponse,
-         headers(("x-ratelimit-remaining" = String, description = "From GitHub"), ("x-ratelimit-reset" = String, description = "From GitHub"))),
+        (status = 200, description = "Repositories", body = Vec<Repo>,
+         headers(
+            ("link" = String, description = "Pagination (rel first, prev, next, last) as GitHub gives it, pointing at this route; absent on a single page"),
+            ("x-ratelimit-remaining" = String, description = "From GitHub"),
+            ("x-ratelimit-reset" = String, description = "From GitHub"))),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 404, description = "`github_not_configured`", body = ErrorBody),
         (status = 422, description = "Invalid query parameter", body = ErrorBody),
@@ -314,13 +379,11 @@ pub async fn repos(
     })?;
     let query = params.validate()?;
     let result = service(&state)?.repos(claims.sub, &query, &meta).await?;
-    Ok(with_rate_limit(
-        &result.rate_limit,
-        Json(ReposResponse {
-            repos: result.repos,
-            pagination: result.page,
-        }),
-    ))
+    let mut response = with_rate_limit(&result.rate_limit, Json(result.repos));
+    if let Some(link) = link_header(&result.page, &query) {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
 }
 
 /// The current user's GitHub profile.

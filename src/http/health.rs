@@ -37,7 +37,7 @@ pub async fn liveness() -> Json<Liveness> {
     )
 )]
 pub async fn readiness(State(state): State<AppState>) -> (StatusCode, Json<ReadinessReport>) {
-    let report = state.readiness.report();
+    let report = state.readiness.report().public();
     let status = match report.status {
         CheckStatus::Ready | CheckStatus::Degraded => StatusCode::OK,
         CheckStatus::NotReady => StatusCode::SERVICE_UNAVAILABLE,

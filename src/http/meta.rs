@@ -22,6 +22,12 @@ pub struct ServiceInfo {
     name: &'static str,
     #[schema(example = "0.1.0")]
     version: &'static str,
+    /// The git commit this binary was built from.
+    #[schema(example = "5f01461c0ffee…")]
+    commit: &'static str,
+    /// RFC 3339: the commit's date (or the image build's).
+    #[schema(example = "2026-11-26T02:16:06+00:00")]
+    build_date: &'static str,
     links: Links,
 }
 
@@ -35,7 +41,9 @@ pub struct ServiceInfo {
 pub async fn root() -> Json<ServiceInfo> {
     Json(ServiceInfo {
         name: env!("CARGO_PKG_NAME"),
-        version: env!("CARGO_PKG_VERSION"),
+        version: crate::build_info::VERSION,
+        commit: crate::build_info::GIT_COMMIT,
+        build_date: crate::build_info::BUILD_DATE,
         links: Links {
             docs: "/docs",
             openapi: "/openapi.json",

@@ -11,6 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tracing::Instrument;
 
 use super::{ApiError, request_id};
@@ -97,42 +98,40 @@ fn into_json_error(response: Response) -> Response {
     response
 }
 
-/// Adds conservative security headers unless a handler already chose its own.
-pub async fn security_headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let h = response.headers_mut();
-    let defaults: [(header::HeaderName, &str); 5] = [
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (
+/// Security headers on every response (unless a handler set its own), as
+/// tower-http layers. `Cache-Control: no-store` and `Pragma: no-cache`: API
+/// answers carry tokens and user data that no cache may keep (RFC 6749
+/// §5.1 for the token responses).
+pub fn security_headers() -> Vec<SetResponseHeaderLayer<HeaderValue>> {
+    let set = |name: header::HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    vec![
+        set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        set(header::X_FRAME_OPTIONS, "DENY"),
+        set(header::REFERRER_POLICY, "no-referrer"),
+        set(
             header::CONTENT_SECURITY_POLICY,
-            // Swagger UI needs its own scripts and inline styles; nothing else
-            // here serves HTML.
+            // Swagger UI needs its own scripts and inline styles; nothing
+            // else here serves HTML.
             "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
              script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
         ),
-        (
+        set(
             header::HeaderName::from_static("cross-origin-opener-policy"),
             "same-origin",
         ),
-    ];
-    for (name, value) in defaults {
-        h.entry(name).or_insert(HeaderValue::from_static(value));
-    }
-    response
+        set(header::CACHE_CONTROL, "no-store"),
+        set(header::PRAGMA, "no-cache"),
+    ]
 }
 
-/// Adds HSTS (production only: over plain-http development it only confuses).
-pub async fn strict_transport_security(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    response
-        .headers_mut()
-        .entry(header::STRICT_TRANSPORT_SECURITY)
-        .or_insert(HeaderValue::from_static(
-            "max-age=31536000; includeSubDomains",
-        ));
-    response
+/// HSTS (production only: over plain-http development it only confuses).
+pub fn strict_transport_security() -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+    )
 }
 
 pub fn cors(config: &Config) -> CorsLayer {

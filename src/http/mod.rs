@@ -85,19 +85,16 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { ApiError::from_status(axum::http::StatusCode::NOT_FOUND) });
     if config.env.is_production() {
-        app = app.layer(axum::middleware::from_fn(
-            middleware::strict_transport_security,
-        ));
+        app = app.layer(middleware::strict_transport_security());
     }
     // Outermost first: request_context sees every response, including the
     // ones the inner layers produce (timeouts, panics, body limits).
-    app.layer(
+    let mut app = app.layer(
         ServiceBuilder::new()
             .layer(axum::middleware::from_fn_with_state(
                 config.log.access,
                 middleware::request_context,
             ))
-            .layer(axum::middleware::from_fn(middleware::security_headers))
             .layer(middleware::cors(&config))
             .layer(CatchPanicLayer::custom(middleware::panic_response))
             .layer(TimeoutLayer::with_status_code(
@@ -106,5 +103,10 @@ pub fn router(state: AppState, extra: Router) -> Router {
             ))
             .layer(RequestBodyLimitLayer::new(config.http.body_limit_bytes))
             .layer(DefaultBodyLimit::max(config.http.body_limit_bytes)),
-    )
+    );
+    // Outside everything: every response carries them.
+    for layer in middleware::security_headers() {
+        app = app.layer(layer);
+    }
+    app
 }
