@@ -757,6 +757,27 @@ mod tests {
     const BAO: (&str, &str) = ("BAO_ADDR", "https://openbao:8200");
 
     #[test]
+    fn production_fails_closed() {
+        let c = load(&[SOCKET, BAO]).unwrap();
+        assert_eq!(c.db.as_ref().unwrap().sslmode, "verify-full");
+        let dev = load(&[("APP_ENV", "development"), SOCKET]).unwrap();
+        assert_eq!(dev.db.as_ref().unwrap().sslmode, "prefer");
+        let e = load(&[SOCKET, BAO, ("GITHUB_API_URL", "http://github.internal")]).unwrap_err();
+        assert_eq!(e.var, "GITHUB_API_URL");
+        assert!(
+            load(&[
+                SOCKET,
+                BAO,
+                ("GITHUB_API_URL", "http://github.internal"),
+                ("ALLOW_INSECURE", "true")
+            ])
+            .is_ok()
+        );
+        let e = load(&[SOCKET, BAO, ("DB_SSLROOTCERT", "/nonexistent/ca.crt")]).unwrap_err();
+        assert_eq!(e.var, "DB_SSLROOTCERT");
+    }
+
+    #[test]
     fn production_requires_the_workload_api_socket() {
         assert_eq!(load(&[]).unwrap_err().var, "SPIFFE_ENDPOINT_SOCKET");
         let c = load(&[("APP_ENV", "development")]).unwrap();
@@ -867,5 +888,36 @@ mod tests {
             .is_ok()
         );
         assert!(load(&[("CORS_ORIGINS", "*"), ("APP_ENV", "development")]).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod log_filter_tests {
+    use tracing::Level;
+    use tracing_subscriber::{EnvFilter, layer::SubscriberExt};
+
+    /// Whatever RUST_LOG asks, the silenced targets log nothing, and the
+    /// rest of the request is honoured.
+    #[test]
+    fn silenced_targets_stay_off_under_any_rust_log() {
+        for requested in [
+            "trace",
+            "trace,vaultrs=trace,rustify=trace",
+            "warn,vaultrs=error",
+        ] {
+            let filter = EnvFilter::new(super::log_filter(requested));
+            let subscriber = tracing_subscriber::registry().with(filter);
+            tracing::subscriber::with_default(subscriber, || {
+                assert!(
+                    !tracing::event_enabled!(target: "vaultrs::api", Level::ERROR),
+                    "{requested}: vaultrs enabled"
+                );
+                assert!(
+                    !tracing::event_enabled!(target: "rustify::client", Level::ERROR),
+                    "{requested}: rustify enabled"
+                );
+                assert!(tracing::event_enabled!(target: "precinct::db", Level::WARN));
+            });
+        }
     }
 }

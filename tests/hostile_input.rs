@@ -82,12 +82,30 @@ async fn no_route_answers_5xx_to_hostile_input() {
     for v in &big {
         let v = v.as_str();
         let bodies = [
-            ("/api/v1/auth/register", json!({"username": v, "email": "a@b.co", "password": password})),
-            ("/api/v1/auth/register", json!({"username": "okname", "email": v, "password": password})),
-            ("/api/v1/auth/register", json!({"username": "okname2", "email": format!("x{v}@b.co"), "password": password})),
-            ("/api/v1/auth/register", json!({"username": "okname3", "email": "c@d.co", "password": v})),
-            ("/api/v1/auth/login", json!({"username": v, "password": password})),
-            ("/api/v1/auth/login", json!({"username": "hostile", "password": v})),
+            (
+                "/api/v1/auth/register",
+                json!({"username": v, "email": "a@b.co", "password": password}),
+            ),
+            (
+                "/api/v1/auth/register",
+                json!({"username": "okname", "email": v, "password": password}),
+            ),
+            (
+                "/api/v1/auth/register",
+                json!({"username": "okname2", "email": format!("x{v}@b.co"), "password": password}),
+            ),
+            (
+                "/api/v1/auth/register",
+                json!({"username": "okname3", "email": "c@d.co", "password": v}),
+            ),
+            (
+                "/api/v1/auth/login",
+                json!({"username": v, "password": password}),
+            ),
+            (
+                "/api/v1/auth/login",
+                json!({"username": "hostile", "password": v}),
+            ),
             ("/api/v1/auth/refresh", json!({"refresh_token": v})),
             ("/api/v1/auth/logout", json!({"refresh_token": v})),
         ];
@@ -110,13 +128,24 @@ async fn no_route_answers_5xx_to_hostile_input() {
         if v.len() > 8_000 {
             continue; // bodies only: a URL that long is refused by the HTTP layer
         }
-        for param in ["page", "per_page", "sort", "direction", "visibility", "affiliation"] {
-            let url = reqwest::Url::parse_with_params(
-                &app.url("/api/v1/github/repos"),
-                &[(param, v)],
-            )
-            .unwrap();
-            let r = app.client.get(url).bearer_auth(&bearer).send().await.unwrap();
+        for param in [
+            "page",
+            "per_page",
+            "sort",
+            "direction",
+            "visibility",
+            "affiliation",
+        ] {
+            let url =
+                reqwest::Url::parse_with_params(&app.url("/api/v1/github/repos"), &[(param, v)])
+                    .unwrap();
+            let r = app
+                .client
+                .get(url)
+                .bearer_auth(&bearer)
+                .send()
+                .await
+                .unwrap();
             expect_client_error(r, param).await;
             sent += 1;
         }
@@ -124,7 +153,10 @@ async fn no_route_answers_5xx_to_hostile_input() {
         let r = app
             .client
             .get(app.url("/api/v1/auth/me"))
-            .header("authorization", format!("Bearer {}", v.replace('\u{0}', "")))
+            .header(
+                "authorization",
+                format!("Bearer {}", v.replace('\u{0}', "")),
+            )
             .send()
             .await;
         if let Ok(r) = r {
@@ -150,7 +182,11 @@ async fn no_route_answers_5xx_to_hostile_input() {
         json!({"username": {"$ne": null}, "password": ["x"]}),
         json!({"username": "a", "password": "b", "extra": 1}),
     ] {
-        for path in ["/api/v1/auth/login", "/api/v1/auth/register", "/api/v1/auth/refresh"] {
+        for path in [
+            "/api/v1/auth/login",
+            "/api/v1/auth/register",
+            "/api/v1/auth/refresh",
+        ] {
             expect_client_error(post_json(&app, path, body.clone()).await, path).await;
             sent += 1;
         }

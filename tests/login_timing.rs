@@ -132,7 +132,10 @@ async fn an_attacker_cannot_lock_a_user_out() {
         async move { login_from(app, &from, &password).await }
     };
     // The victim's usual client logs in once: a known-good pair.
-    assert_eq!(login("198.51.100.7", "a-long-unusual-passphrase").await, 200);
+    assert_eq!(
+        login("198.51.100.7", "a-long-unusual-passphrase").await,
+        200
+    );
     // One attacker address: its pair is exhausted after 5.
     let mut statuses = Vec::new();
     for _ in 0..8 {
@@ -144,8 +147,15 @@ async fn an_attacker_cannot_lock_a_user_out() {
     for i in 0..15 {
         let _ = login(&format!("203.0.113.{}", 100 + i), "guess").await;
     }
-    assert_eq!(login("192.0.2.50", "guess").await, 429, "a new address meets the backstop");
+    assert_eq!(
+        login("192.0.2.50", "guess").await,
+        429,
+        "a new address meets the backstop"
+    );
     // ...and the victim still gets in from the known-good client.
-    assert_eq!(login("198.51.100.7", "a-long-unusual-passphrase").await, 200);
+    assert_eq!(
+        login("198.51.100.7", "a-long-unusual-passphrase").await,
+        200
+    );
     app.stop().await;
 }

@@ -63,7 +63,7 @@ impl BaoError {
             },
             other => BaoError::Unreachable {
                 operation,
-                message: other.to_string(),
+                message: error_chain(&other),
             },
         }
     }
@@ -76,6 +76,23 @@ impl BaoError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, BaoError::Api { status: 404, .. })
     }
+}
+
+/// An error and its causes, `a: b: c`: vaultrs's own message ("An error
+/// occurred with the request") hides what failed (a refused connection, a
+/// certificate no CA vouches for).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
 /// Dynamic database credentials and the lease that owns them.

@@ -19,7 +19,7 @@ use arc_swap::ArcSwapOption;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
-pub use generation::{Generation, GenerationInfo};
+pub use generation::{Generation, GenerationInfo, connect_options};
 pub use migrate::{MIGRATOR, migrate};
 pub use plan::Trigger;
 pub use rotation::spawn;
