@@ -117,6 +117,25 @@ ensure_py_spiffe() {
     || "$VENV_DIR/bin/pip" install -q --disable-pip-version-check "spiffe==$PY_SPIFFE_VERSION"
 }
 
+# schemathesis (PyPI): generates requests from /openapi.json and checks the
+# answers against it (tests/schemathesis.rs).
+SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
+ensure_schemathesis() {
+  ensure_bao # provides the project venv
+  "$VENV_DIR/bin/pip" show schemathesis 2>/dev/null | grep -qx "Version: $SCHEMATHESIS_VERSION" \
+    || "$VENV_DIR/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+}
+
+# cargo-deny, pinned; `cargo install` compiles it once (a few minutes on two
+# cores) into ~/.cargo/bin.
+CARGO_DENY_VERSION="${CARGO_DENY_VERSION:-0.20.2}"
+ensure_cargo_deny() {
+  if ! cargo deny --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION\$"; then
+    log "installing cargo-deny $CARGO_DENY_VERSION (compiles once)"
+    cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION"
+  fi
+}
+
 # Names of the dynamic (OpenBao-created) roles in the PostgreSQL cluster, sorted.
 dynamic_roles() {
   psql "$DATABASE_ADMIN_URL" -Atqc "SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%' ORDER BY 1" | LC_ALL=C sort

@@ -15,12 +15,18 @@ export PRECINCT_TEST_DATABASE_URL="$DATABASE_ADMIN_URL"
 # An independent Workload API client for the dev agent (tests/independent_client.rs).
 ensure_py_spiffe
 export PRECINCT_TEST_PYTHON="$VENV_DIR/bin/python"
+# The contract check over /openapi.json (tests/schemathesis.rs).
+ensure_schemathesis
+ensure_cargo_deny
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy (tests, with the dev agent; and the release feature set)"
 cargo clippy --all-targets --locked -- -D warnings
 cargo clippy --locked -- -D warnings
+# Advisories need the RustSec database from the network (see deny.toml).
+log "cargo deny check licenses bans sources"
+cargo deny --log-level error check licenses bans sources
 log "static checks: Kubernetes manifests, Tiltfile, Dockerfiles, scripts"
 bash "$ROOT/scripts/check-manifests.sh"
 # Roles are cluster-wide: the suite must drop every dynamic role it causes.

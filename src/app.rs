@@ -53,6 +53,8 @@ pub struct Application {
     tokens: Option<crate::auth::TokenService>,
     /// Owns every background task.
     supervisor: Supervisor,
+    /// Where `GET /metrics` answers, when `METRICS_ADDR` is set.
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Application {
@@ -127,7 +129,24 @@ impl Application {
             shutdown_trigger.clone(),
             config.tasks.failure_grace,
         );
+        let metrics_addr = match config.http.metrics_addr {
+            Some(addr) => {
+                let (listener, local) = crate::metrics::bind(addr)
+                    .await
+                    .map_err(|source| AppError::Bind { addr, source })?;
+                crate::metrics::spawn(
+                    listener,
+                    readiness.clone(),
+                    db.clone(),
+                    tasks_cancel.clone(),
+                );
+                tracing::info!(addr = %local, "metrics at /metrics");
+                Some(local)
+            }
+            None => None,
+        };
         let app = Self {
+            metrics_addr,
             router: http::router(state, extra),
             config,
             listener,
@@ -272,6 +291,11 @@ impl Application {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `GET /metrics` answers (`METRICS_ADDR`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn port(&self) -> u16 {

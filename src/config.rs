@@ -98,6 +98,8 @@ pub enum CorsOrigins {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` listens (its own listener); `None`: no metrics.
+    pub metrics_addr: Option<SocketAddr>,
     /// Peers whose `X-Forwarded-For` is believed (reverse proxies, ingress).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub cors_origins: CorsOrigins,
@@ -284,6 +286,15 @@ impl Config {
             .map_err(|m| ConfigError::new("TRUSTED_PROXIES", m))?;
         let http = HttpConfig {
             addr: v.parse_or("HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))?,
+            metrics_addr: match v.get("METRICS_ADDR") {
+                None => None,
+                Some(raw) => Some(raw.parse().map_err(|e| {
+                    ConfigError::new(
+                        "METRICS_ADDR",
+                        format!("cannot parse {raw:?} as host:port: {e}"),
+                    )
+                })?),
+            },
             trusted_proxies,
             cors_origins,
             request_timeout: v.duration_or("HTTP_REQUEST_TIMEOUT", "30s")?,

@@ -21,6 +21,7 @@ pub mod events;
 pub mod github;
 pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod readiness;
 pub mod shutdown;
 pub mod supervise;

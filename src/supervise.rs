@@ -86,6 +86,7 @@ impl Supervisor {
         let reason = format!("background task {name} {cause}");
         tracing::error!(event = "task_failed", task = name, %cause, grace = ?self.grace, "background task failed; exiting after the grace period");
         self.check.set_not_ready(reason.clone());
+        metrics::counter!(crate::metrics::TASK_FAILURES, "task" => name).increment(1);
         self.events
             .warning(
                 "TaskFailed",

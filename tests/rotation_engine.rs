@@ -266,3 +266,60 @@ async fn shutdown_under_load_revokes_the_lease_and_drops_the_role_before_exit() 
     );
     drop(stack);
 }
+
+/// OpenBao's revocation terminates a role's sessions, then drops the role;
+/// a session opened in between survives with a dropped role and sees
+/// "relation does not exist". Such an error is retried on a fresh
+/// connection, and the rotation task, finding the role gone, rotates:
+/// never a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_dropped_under_live_sessions_rotates_without_a_500() {
+    let (stack, app) = start_ready(&[]).await;
+    let token = token_for(&app, "dropped").await;
+    let role = app.db.as_ref().unwrap().generation().unwrap().username;
+    // Warm the pool: several live sessions of the role.
+    for _ in 0..20 {
+        let r = app
+            .client
+            .get(app.url("/api/v1/auth/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let mut admin = PgConnection::connect(&common::stack::admin_url())
+        .await
+        .unwrap();
+    // Drop the role without ending its sessions (what the window between
+    // OpenBao's terminate and drop leaves behind).
+    sqlx::query(sqlx::AssertSqlSafe(format!("drop role \"{role}\"")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let r = app
+            .client
+            .get(app.url("/api/v1/auth/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        *statuses.entry(r.status().as_u16()).or_default() += 1;
+    }
+    println!("after the drop: {statuses:?}");
+    assert!(!statuses.contains_key(&500), "{statuses:?}");
+    assert_eq!(
+        app.db.as_ref().unwrap().generation().unwrap().id,
+        2,
+        "rotated"
+    );
+    assert!(
+        statuses.get(&200).copied().unwrap_or(0) > 10,
+        "serving again: {statuses:?}"
+    );
+    app.stop().await;
+    drop(stack);
+}

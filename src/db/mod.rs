@@ -81,13 +81,22 @@ where
     }
 }
 
-/// A request to rotate, from whoever saw the reason.
+/// A request to the rotation task, from whoever saw the reason.
 #[derive(Debug, Clone, Copy)]
 pub struct Request {
-    pub trigger: Trigger,
+    pub ask: Ask,
     /// The generation that saw the failure; a request from a retired
     /// generation is ignored. `None` for the serving one (SIGHUP).
     pub generation: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    Rotate(Trigger),
+    /// A statement failed the way a role dropped under its session fails
+    /// (relation or schema not found, permission denied): check whether the
+    /// role still exists, and rotate if not.
+    CheckRole,
 }
 
 struct Inner {
@@ -145,10 +154,25 @@ impl PoolRef {
         if role_is_invalid(&e) {
             tracing::warn!(event = "db_role_invalid", generation = self.0.id, error = %e, "database role rejected; rotating credentials now");
             let _ = self.0.requests.try_send(Request {
-                trigger: Trigger::RoleInvalid,
+                ask: Ask::Rotate(Trigger::RoleInvalid),
                 generation: Some(self.0.id),
             });
             return DbError::Unavailable("database credentials were revoked; rotating".into());
+        }
+        if role_maybe_dropped(&e) {
+            // A session whose role OpenBao dropped (revoked lease, expired
+            // lease) no longer sees the schema. Retried once on a fresh
+            // connection; the rotation task checks the role.
+            tracing::warn!(event = "db_role_suspect", generation = self.0.id, error = %e, "statement failed as under a dropped role; checking the role");
+            let _ = self.0.requests.try_send(Request {
+                ask: Ask::CheckRole,
+                generation: Some(self.0.id),
+            });
+            return if committing {
+                DbError::Unavailable(e.to_string())
+            } else {
+                DbError::Disconnected(e.to_string())
+            };
         }
         if connection_lost(&e) {
             return if committing {
@@ -203,7 +227,7 @@ impl Db {
     /// Asks the rotation task to rotate the serving generation now.
     pub fn request_rotation(&self, trigger: Trigger) {
         let _ = self.inner.requests.try_send(Request {
-            trigger,
+            ask: Ask::Rotate(trigger),
             generation: None,
         });
     }
@@ -243,6 +267,19 @@ pub fn role_is_invalid(e: &sqlx::Error) -> bool {
             matches!(db.code().as_deref(), Some("28P01" | "28000" | "42704"))
                 || db.message().contains("invalid role OID")
                 || (db.code().as_deref() == Some("42501") && db.message().contains("role"))
+        }
+        _ => false,
+    }
+}
+
+/// What a session sees once its role was dropped under it: 42P01
+/// undefined_table and 3F000 invalid_schema_name (the schema is no longer
+/// usable), 42501 insufficient_privilege. A genuine schema problem looks
+/// the same; the rotation task tells them apart by checking the role.
+pub fn role_maybe_dropped(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("42P01" | "3F000" | "42501"))
         }
         _ => false,
     }

@@ -44,6 +44,15 @@ pub enum Renewal {
     Lease,
 }
 
+impl Renewal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Renewal::Token => "token",
+            Renewal::Lease => "lease",
+        }
+    }
+}
+
 /// The planner's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Db, DbError, Request,
+    Ask, Db, DbError, Request,
     generation::{Deadlines, Generation, build_pool},
     plan::{self, Current, Next, Policy, Renewal, State, Trigger},
     role_is_invalid,
@@ -23,6 +23,7 @@ use crate::{
     bao::BaoClient,
     drain::Tracked,
     identity::Identity,
+    metrics as m,
     readiness::Check,
     supervise::{Lifetime, Supervisor},
 };
@@ -57,6 +58,8 @@ pub fn spawn(db: Db, identity: Identity, check: Check, supervisor: &Supervisor) 
         renew_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
         next_id: 1,
         inbox,
+        last_role_check: None,
+        schema_error_reported: None,
     };
     supervisor.spawn("db-rotation", Lifetime::UntilCancelled, engine.run());
     supervisor.spawn(
@@ -99,6 +102,8 @@ struct Engine {
     renew_backoff: Backoff,
     next_id: u64,
     inbox: mpsc::Receiver<Request>,
+    last_role_check: Option<Instant>,
+    schema_error_reported: Option<u64>,
 }
 
 impl Engine {
@@ -120,7 +125,7 @@ impl Engine {
                     tokio::select! {
                         _ = self.cancel.cancelled() => break,
                         _ = tokio::time::sleep_until(until.into()) => {}
-                        Some(request) = self.inbox.recv() => self.accept(request),
+                        Some(request) = self.inbox.recv() => self.accept(request).await,
                     }
                 }
             }
@@ -136,24 +141,65 @@ impl Engine {
 
     /// Records a request, unless it comes from a generation already retired
     /// (a straggler's error must not rotate its successor).
-    fn accept(&mut self, request: Request) {
+    async fn accept(&mut self, request: Request) {
         let current = self.state.current.as_ref().map(|c| c.id);
         match (request.generation, current) {
             (Some(from), Some(now)) if from != now => {
                 tracing::debug!(
                     from,
                     current = now,
-                    trigger = request.trigger.as_str(),
-                    "rotation request from a retired generation ignored"
+                    ask = ?request.ask,
+                    "request from a retired generation ignored"
                 );
             }
             (_, None) => {} // the first generation is on its way anyway
-            _ => {
-                // Role-invalid outranks a signal: it may skip the spacing.
-                if self.state.requested != Some(Trigger::RoleInvalid) {
-                    self.state.requested = Some(request.trigger);
-                }
+            _ => match request.ask {
+                Ask::Rotate(trigger) => self.request(trigger),
+                Ask::CheckRole => self.check_role().await,
+            },
+        }
+    }
+
+    fn request(&mut self, trigger: Trigger) {
+        // Role-invalid outranks a signal: it may skip the spacing.
+        if self.state.requested != Some(Trigger::RoleInvalid) {
+            self.state.requested = Some(trigger);
+        }
+    }
+
+    /// A statement failed as under a dropped role: is the role still there?
+    /// At most one check per second; a missing role rotates, a present one
+    /// is a schema problem, logged once per generation.
+    async fn check_role(&mut self) {
+        if self
+            .last_role_check
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_role_check = Some(Instant::now());
+        let Some(g) = self.db.inner.current.load_full() else {
+            return;
+        };
+        let check = sqlx::query_scalar::<_, bool>(
+            "select exists(select 1 from pg_catalog.pg_roles where rolname = $1)",
+        )
+        .bind(&g.username)
+        .fetch_one(&g.pool);
+        match tokio::time::timeout(Duration::from_secs(2), check).await {
+            Ok(Ok(false)) => {
+                tracing::warn!(event = "db_role_invalid", generation = g.id, role = %g.username, "the generation's role is gone; rotating");
+                self.request(Trigger::RoleInvalid);
             }
+            Ok(Err(e)) if role_is_invalid(&e) => {
+                tracing::warn!(event = "db_role_invalid", generation = g.id, error = %e, "the generation's role is refused; rotating");
+                self.request(Trigger::RoleInvalid);
+            }
+            Ok(Ok(true)) if self.schema_error_reported != Some(g.id) => {
+                self.schema_error_reported = Some(g.id);
+                tracing::error!(event = "db_schema_error", generation = g.id, role = %g.username, "a relation or schema is missing although the role exists: have the migrations run?");
+            }
+            _ => {}
         }
     }
 
@@ -181,6 +227,11 @@ impl Engine {
                 self.backoff.reset();
                 self.renew_backoff.reset();
                 self.db.inner.failing.store(false, Ordering::Relaxed);
+                metrics::counter!(m::ROTATIONS, "trigger" => trigger.as_str(), "outcome" => "success")
+                    .increment(1);
+                metrics::histogram!(m::ROTATION_SECONDS).record(started.elapsed().as_secs_f64());
+                metrics::gauge!(m::GENERATION).set(id as f64);
+                metrics::gauge!(m::LAST_ROTATION).set(m::unix_now());
                 let (next_at, next_why) =
                     plan::due(self.state.current.as_ref().unwrap(), &self.policy);
                 tracing::info!(
@@ -232,6 +283,8 @@ impl Engine {
             Err(e) => {
                 self.state.failures += 1;
                 self.db.inner.failing.store(true, Ordering::Relaxed);
+                metrics::counter!(m::ROTATIONS, "trigger" => trigger.as_str(), "outcome" => "failure")
+                    .increment(1);
                 let delay = self.backoff.next_delay();
                 self.state.retry_at = Some(Instant::now() + delay);
                 tracing::warn!(
@@ -298,6 +351,8 @@ impl Engine {
                 }
                 self.state.renew_retry_at = None;
                 self.renew_backoff.reset();
+                metrics::counter!(m::RENEWALS, "what" => what.as_str(), "outcome" => "success")
+                    .increment(1);
                 tracing::info!(event = "renewal_succeeded", generation = g.id, what = ?what, ?granted, capped, "generation renewed");
             }
             Err(e) => {
@@ -310,6 +365,8 @@ impl Engine {
                 }
                 let delay = self.renew_backoff.next_delay();
                 self.state.renew_retry_at = Some(now + delay);
+                metrics::counter!(m::RENEWALS, "what" => what.as_str(), "outcome" => "failure")
+                    .increment(1);
                 tracing::warn!(event = "renewal_failed", generation = g.id, what = ?what, error = %e, retry_in = ?delay, "generation renewal failed");
             }
         }
@@ -377,6 +434,7 @@ async fn create(db: &Db, identity: &Identity, id: u64) -> Result<(Generation, Cu
 pub(super) async fn retire(old: Arc<Tracked<Generation>>, drain_timeout: Duration) {
     let started = Instant::now();
     let holders = old.drain(drain_timeout).await;
+    metrics::histogram!(m::DRAIN_SECONDS).record(started.elapsed().as_secs_f64());
     if holders > 0 {
         tracing::warn!(
             event = "drain_timeout",
@@ -445,7 +503,7 @@ async fn health_loop(db: Db, check: Check, cancel: CancellationToken) {
             Ok(Err(e)) => {
                 if role_is_invalid(&e) {
                     let _ = g.requests.try_send(Request {
-                        trigger: Trigger::RoleInvalid,
+                        ask: Ask::Rotate(Trigger::RoleInvalid),
                         generation: Some(g.id),
                     });
                 }

@@ -34,21 +34,22 @@ const PASSWORD_MIN_CHARS: usize = 12;
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// 3–32 characters of `a-z A-Z 0-9 _ . -`; unique, case-insensitively.
-    #[schema(example = "rosa_diaz")]
+    #[schema(example = "rosa_diaz", pattern = "^[a-zA-Z0-9_.-]{3,32}$")]
     username: String,
-    #[schema(example = "rosa@nine-nine.example")]
+    /// One `@`, a dotted domain, no spaces, control or formatting characters.
+    #[schema(example = "rosa@nine-nine.example", format = Email, max_length = 254)]
     email: String,
     /// At least 12 characters, at most 128 bytes, not a common password, not the username.
-    #[schema(value_type = String, format = Password, example = "correct-horse-battery")]
+    #[schema(value_type = String, format = Password, example = "correct-horse-battery", min_length = 12, max_length = 128)]
     password: SecretString,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    #[schema(example = "jake")]
+    #[schema(example = "jake", max_length = 64)]
     username: String,
-    #[schema(value_type = String, format = Password, example = "jake99")]
+    #[schema(value_type = String, format = Password, example = "jake99", max_length = 128)]
     password: SecretString,
 }
 

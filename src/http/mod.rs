@@ -59,7 +59,7 @@ pub struct AppStateParts {
 
 /// The routes and their OpenAPI description, before middleware.
 pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(meta::root))
         .routes(routes!(health::liveness))
         .routes(routes!(health::readiness))
@@ -73,7 +73,9 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(github::repos))
         .routes(routes!(github::user))
         .with_state(state)
-        .split_for_parts()
+        .split_for_parts();
+    openapi::add_common_responses(&mut doc);
+    (router, doc)
 }
 
 /// The complete application router with every layer.

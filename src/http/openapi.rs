@@ -38,3 +38,64 @@ impl Modify for BearerScheme {
         components.add_security_scheme("bearer_auth", SecurityScheme::Http(scheme));
     }
 }
+
+/// Answers every route can give, added to each operation that does not
+/// document them itself, so that the document lists every status a route
+/// can answer (schemathesis checks it): 500 (a panic, logged with the
+/// request id), 503 (the request timeout, or a dependency down), and for
+/// operations with a JSON body 400 (malformed JSON or wrong types), 413
+/// (over `HTTP_BODY_LIMIT_BYTES`) and 415 (not `application/json`); 401 for
+/// operations that need a token.
+pub fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, path::Operation};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    let add = |op: &mut Operation, status: &str, description: &str| {
+        op.responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| error(description).into());
+    };
+    for item in openapi.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            add(
+                op,
+                "500",
+                "Internal error (details are logged with the request id, never returned)",
+            );
+            add(
+                op,
+                "503",
+                "Unavailable: the request timed out (`request_timeout`) or a dependency is down; retry after `Retry-After`",
+            );
+            if op.request_body.is_some() {
+                add(
+                    op,
+                    "400",
+                    "Malformed JSON, a missing field or a wrong type (`invalid_body`)",
+                );
+                add(op, "413", "Body over HTTP_BODY_LIMIT_BYTES");
+                add(op, "415", "Content-Type is not application/json");
+            }
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                add(op, "401", "Missing, invalid or expired access token");
+            }
+        }
+    }
+}

@@ -16,6 +16,8 @@ pub struct TestApp {
     pub readiness: Readiness,
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<Result<(), precinct::app::AppError>>,
+    /// `GET /metrics`, when METRICS_ADDR was set.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl TestApp {
@@ -82,8 +84,10 @@ pub async fn spawn_app_with_routes(
     let readiness = app.readiness().clone();
     let shutdown = app.shutdown_trigger();
     let db = app.db();
+    let metrics_addr = app.metrics_addr();
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
+        metrics_addr,
         db,
         addr,
         client: http(),
