@@ -51,7 +51,15 @@ served = pathlib.Path("src/http/health.rs").read_text()
 for path in set(probes.values()):
     assert f'path = "{path}"' in served, f"{path} is not a route of src/http/health.rs"
 grace = pod["terminationGracePeriodSeconds"]
-assert grace > 5 + 20 + 30, f"terminationGracePeriodSeconds {grace} shorter than the drain"
+# SHUTDOWN_DELAY 5 + SHUTDOWN_DRAIN_TIMEOUT 20 + SHUTDOWN_TASKS_TIMEOUT 55
+# (DB_DRAIN_TIMEOUT 30 + 2 x BAO_REQUEST_TIMEOUT 10 + 5): retiring the pool
+# must finish before SIGKILL, or a role outlives the pod.
+assert grace > 5 + 20 + 55, f"terminationGracePeriodSeconds {grace} shorter than the shutdown"
+# Metrics on their own port, never behind the public Service.
+assert any(p["name"] == "metrics" and p["containerPort"] == 9090 for p in c["ports"]), c["ports"]
+for svc in (d for d in docs if d["kind"] == "Service" and d["metadata"]["namespace"] == "99-apps"):
+    exposed = {p.get("targetPort") for p in svc["spec"]["ports"]} | {p["port"] for p in svc["spec"]["ports"]}
+    assert not exposed & {"metrics", 9090}, f"Service {svc['metadata']['name']} exposes metrics"
 
 unpinned = []
 for d in docs:

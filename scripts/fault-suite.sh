@@ -33,6 +33,7 @@ SIGHUP_SECONDS="${SIGHUP_SECONDS:-30}"
 AGENT_DOWN_SECONDS="${AGENT_DOWN_SECONDS:-60}"
 ADMIN_DB_URL="postgres://$PG_ADMIN_USER:$PG_ADMIN_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME"
 OUT="$DEV_DIR/faults"
+rm -rf "$OUT"
 mkdir -p "$OUT"
 
 # Settings that let the short-lease faults cross the readiness margin and

@@ -168,7 +168,7 @@ async fn the_runtime_role_has_dml_only_and_the_schema_belongs_to_the_stable_owne
     let stack = Stack::start(Lifetimes::default()).await;
     let app = spawn_app_env(&stack.app_env(), db_route).await;
     wait_ready(&app, Duration::from_secs(30)).await;
-    let pool = app.db.as_ref().unwrap().pool().unwrap();
+    let pool = app.db.as_ref().unwrap().pool().await.unwrap();
     for ddl in [
         "create table precinct.intruder (id int)",
         "create table public.intruder (id int)",

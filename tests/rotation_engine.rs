@@ -92,7 +92,7 @@ async fn a_proven_generation_makes_the_database_ready_at_once() {
 async fn a_role_error_from_a_retired_generation_does_not_rotate_its_successor() {
     let (stack, app) = start_ready(&[("DB_DRAIN_TIMEOUT", "4s")]).await;
     let db = app.db.clone().unwrap();
-    let first = db.pool().unwrap();
+    let first = db.pool().await.unwrap();
     assert_eq!(first.generation(), 1);
     db.request_rotation(Trigger::Signal);
     eventually(Duration::from_secs(10), "generation 2", || {
@@ -116,7 +116,7 @@ async fn a_role_error_from_a_retired_generation_does_not_rotate_its_successor() 
         "the retired generation's report was ignored"
     );
 
-    let second = db.pool().unwrap();
+    let second = db.pool().await.unwrap();
     let err = sqlx::query("select 'precinct_no_such_role'::regrole")
         .execute(&*second)
         .await

@@ -119,7 +119,7 @@ impl AuthService {
         retry_after: Duration,
         meta: &RequestMeta,
     ) -> AuthError {
-        if let Ok(pool) = self.db.pool() {
+        if let Ok(pool) = self.db.pool().await {
             audit::record(
                 &*pool,
                 event,
@@ -157,7 +157,7 @@ impl AuthService {
         hash: &str,
         meta: &RequestMeta,
     ) -> Result<User, AuthError> {
-        let pool = self.db.pool()?;
+        let pool = self.db.pool().await?;
         let id = Uuid::now_v7();
         let row = sqlx::query(
             "insert into users (id, username, email, password_hash) values ($1, $2, $3, $4) \
@@ -208,7 +208,7 @@ impl AuthService {
         password: &SecretString,
         meta: &RequestMeta,
     ) -> Result<Tokens, AuthError> {
-        let pool = self.db.pool()?;
+        let pool = self.db.pool().await?;
         let user = sqlx::query(
             "select id, username, password_hash from users where lower(username) = lower($1)",
         )
@@ -305,7 +305,7 @@ impl AuthService {
         token: &SecretString,
         meta: &RequestMeta,
     ) -> Result<Tokens, AuthError> {
-        let pool = self.db.pool()?;
+        let pool = self.db.pool().await?;
         let hash = refresh_hash(token.expose_secret());
         let mut tx = pool.begin().await.map_err(|e| pool.error(e))?;
         let Some((family, family_revoked)) = lock_family(&mut tx, &hash)
@@ -398,7 +398,7 @@ impl AuthService {
     }
 
     async fn logout_once(&self, token: &SecretString, meta: &RequestMeta) -> Result<(), AuthError> {
-        let pool = self.db.pool()?;
+        let pool = self.db.pool().await?;
         let hash = refresh_hash(token.expose_secret());
         let mut tx = pool.begin().await.map_err(|e| pool.error(e))?;
         let Some((family, _)) = lock_family(&mut tx, &hash)
@@ -434,7 +434,7 @@ impl AuthService {
     }
 
     async fn me_once(&self, user_id: Uuid) -> Result<Option<User>, AuthError> {
-        let pool = self.db.pool()?;
+        let pool = self.db.pool().await?;
         let row = sqlx::query(
             // A join on github_integrations' primary key (at most one row):
             // about 20% cheaper for PostgreSQL than an EXISTS subplan.

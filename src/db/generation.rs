@@ -35,6 +35,8 @@ pub struct Generation {
     pub(super) requests: mpsc::Sender<Request>,
     /// Why the granted lifetimes do not fit the rotation settings, if so.
     pub misfit: Option<String>,
+    /// PostgreSQL refused this generation's role: hand it out no more.
+    pub(super) invalid: std::sync::atomic::AtomicBool,
 }
 
 /// Expiries that renewals move, in monotonic time (measured here from
@@ -86,6 +88,16 @@ impl Generation {
             token_expires_at: d.token.map(wall),
             created_at: self.created_at,
         }
+    }
+
+    pub(super) fn is_invalid(&self) -> bool {
+        self.invalid.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks the role refused; returns whether it already was.
+    pub(super) fn mark_invalid(&self) -> bool {
+        self.invalid
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(super) fn deadlines(&self) -> Deadlines {

@@ -101,6 +101,9 @@ pub enum Ask {
 
 struct Inner {
     current: ArcSwapOption<Tracked<Generation>>,
+    /// The serving generation's id, published on every swap: requests that
+    /// found their generation invalid wait here for its successor.
+    swapped: tokio::sync::watch::Sender<u64>,
     requests: mpsc::Sender<Request>,
     inbox: std::sync::Mutex<Option<mpsc::Receiver<Request>>>,
     config: DbConfig,
@@ -152,12 +155,19 @@ impl PoolRef {
 
     fn classify(&self, e: sqlx::Error, committing: bool) -> DbError {
         if role_is_invalid(&e) {
-            tracing::warn!(event = "db_role_invalid", generation = self.0.id, error = %e, "database role rejected; rotating credentials now");
+            if !self.0.mark_invalid() {
+                tracing::warn!(event = "db_role_invalid", generation = self.0.id, error = %e, "database role rejected; rotating credentials now");
+            }
             let _ = self.0.requests.try_send(Request {
                 ask: Ask::Rotate(Trigger::RoleInvalid),
                 generation: Some(self.0.id),
             });
-            return DbError::Unavailable("database credentials were revoked; rotating".into());
+            // Nothing committed: run again, on the successor (Db::pool waits).
+            return if committing {
+                DbError::Unavailable("database credentials were revoked; rotating".into())
+            } else {
+                DbError::Disconnected(e.to_string())
+            };
         }
         if role_maybe_dropped(&e) {
             // A session whose role OpenBao dropped (revoked lease, expired
@@ -196,6 +206,7 @@ impl Db {
         Self {
             inner: Arc::new(Inner {
                 current: ArcSwapOption::empty(),
+                swapped: tokio::sync::watch::Sender::new(0),
                 requests,
                 inbox: std::sync::Mutex::new(Some(inbox)),
                 config,
@@ -209,14 +220,33 @@ impl Db {
     }
 
     /// The current pool. Errors with `Unavailable` before the first
-    /// generation exists.
-    pub fn pool(&self) -> Result<PoolRef, DbError> {
-        self.inner
-            .current
-            .load()
-            .as_ref()
-            .map(|g| PoolRef(g.hold()))
-            .ok_or_else(|| DbError::Unavailable("no database credentials yet".into()))
+    /// generation exists. While the serving generation is known to be
+    /// invalid (PostgreSQL refused its role), waits for its successor, up to
+    /// `DB_ACQUIRE_TIMEOUT` (at most 2 s): a request arriving during a forced rotation is
+    /// served a little later rather than failed.
+    pub async fn pool(&self) -> Result<PoolRef, DbError> {
+        let mut swapped = self.inner.swapped.subscribe();
+        let wait = self
+            .inner
+            .config
+            .acquire_timeout
+            .min(std::time::Duration::from_secs(2));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.inner.current.load().as_ref() {
+                None => return Err(DbError::Unavailable("no database credentials yet".into())),
+                Some(g) if !g.is_invalid() => return Ok(PoolRef(g.hold())),
+                Some(_) => {}
+            }
+            if tokio::time::timeout_at(deadline, swapped.changed())
+                .await
+                .is_err()
+            {
+                return Err(DbError::Unavailable(
+                    "database credentials were revoked; rotating".into(),
+                ));
+            }
+        }
     }
 
     /// What the current generation is (no secrets).

@@ -189,10 +189,12 @@ impl Engine {
         match tokio::time::timeout(Duration::from_secs(2), check).await {
             Ok(Ok(false)) => {
                 tracing::warn!(event = "db_role_invalid", generation = g.id, role = %g.username, "the generation's role is gone; rotating");
+                g.mark_invalid();
                 self.request(Trigger::RoleInvalid);
             }
             Ok(Err(e)) if role_is_invalid(&e) => {
                 tracing::warn!(event = "db_role_invalid", generation = g.id, error = %e, "the generation's role is refused; rotating");
+                g.mark_invalid();
                 self.request(Trigger::RoleInvalid);
             }
             Ok(Ok(true)) if self.schema_error_reported != Some(g.id) => {
@@ -216,6 +218,7 @@ impl Engine {
                     ..generation
                 });
                 let old = self.db.inner.current.swap(Some(tracked.clone()));
+                self.db.inner.swapped.send_replace(id);
                 // A proven generation: the database is ready now, not at the
                 // next health tick.
                 mark(&self.check, &tracked);
@@ -426,6 +429,7 @@ async fn create(db: &Db, identity: &Identity, id: u64) -> Result<(Generation, Cu
         deadlines: Mutex::new(deadlines),
         requests: db.inner.requests.clone(),
         misfit: None,
+        invalid: std::sync::atomic::AtomicBool::new(false),
     };
     Ok((generation, current))
 }
@@ -476,6 +480,10 @@ async fn health_loop(db: Db, check: Check, cancel: CancellationToken) {
         let Some(g) = db.inner.current.load_full() else {
             continue; // the rotation loop reports why
         };
+        if g.is_invalid() {
+            check.set_not_ready("PostgreSQL refused the database role; rotating");
+            continue;
+        }
         // Close to the end with a rotation failing: the instance may lose its
         // credentials. (Close to the end with rotations working is the
         // planner's business: it rotates before the end.)

@@ -212,7 +212,7 @@ impl GithubService {
         let upstream = match self.client.get(token, "/user", &[], None).await {
             Ok(u) => u,
             Err(UpstreamError::Unauthorized) => {
-                let pool = self.db.pool()?;
+                let pool = self.db.pool().await?;
                 audit::record(
                     &*pool,
                     "github_configure",
@@ -239,7 +239,7 @@ impl GithubService {
             )
             .await?;
         self.purge(user);
-        let pool = self.db.pool()?;
+        let pool = self.db.pool().await?;
         sqlx::query(
             "insert into github_integrations (user_id, github_login, scopes, token_status, configured_at) \
              values ($1, $2, $3, 'valid', now()) \
@@ -266,7 +266,7 @@ impl GithubService {
 
     /// Forgets the token (every KV version and its metadata) and the row.
     pub async fn delete(&self, user: Uuid, meta: &RequestMeta) -> Result<(), GithubError> {
-        let pool = self.db.pool()?;
+        let pool = self.db.pool().await?;
         let existed = sqlx::query("delete from github_integrations where user_id = $1")
             .bind(user)
             .execute(&*pool)
@@ -353,7 +353,7 @@ impl GithubService {
     }
 
     async fn mark_invalid(&self, user: Uuid, meta: &RequestMeta) {
-        if let Ok(pool) = self.db.pool() {
+        if let Ok(pool) = self.db.pool().await {
             let _ = sqlx::query(
                 "update github_integrations set token_status = 'invalid' where user_id = $1",
             )
@@ -374,7 +374,7 @@ impl GithubService {
     }
 
     async fn touch(&self, user: Uuid) {
-        if let Ok(pool) = self.db.pool() {
+        if let Ok(pool) = self.db.pool().await {
             let _ = sqlx::query(
                 "update github_integrations set last_accessed_at = now() where user_id = $1",
             )

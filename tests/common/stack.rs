@@ -396,7 +396,7 @@ pub fn free_port() -> u16 {
 pub fn db_route(state: AppState) -> axum::Router {
     async fn handler(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
         let db = state.db.as_ref().expect("db configured");
-        let pool = db.pool()?;
+        let pool = db.pool().await?;
         let row = sqlx::query("select current_user::text as who, count(*) as users from users")
             .fetch_one(&*pool)
             .await
