@@ -141,7 +141,12 @@ fn with_rate_limit(rate_limit: &RateLimit, body: impl IntoResponse) -> Response 
 pub struct ConfigureRequest {
     /// A GitHub personal access token. Checked against GitHub, then stored in
     /// OpenBao; never returned or logged.
-    #[schema(value_type = String, format = Password, example = "ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")]
+    #[schema(
+        value_type = String,
+        format = Password,
+        example = "ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        pattern = "^(github_pat_[A-Za-z0-9_]{22,255}|gh[pousr]_[A-Za-z0-9_]{30,251}|[0-9a-fA-F]{40})$"
+    )]
     github_token: SecretString,
 }
 

@@ -150,7 +150,11 @@ where
 pub fn init_logs() {
     precinct::telemetry::init(&precinct::config::LogConfig {
         format: precinct::config::LogFormat::Pretty,
-        filter: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        // As the binary does: the OpenBao client libraries stay silent.
+        filter: format!(
+            "{},rustify=off,vaultrs=off",
+            std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into())
+        ),
         access: precinct::config::AccessLog::All,
     });
 }
