@@ -262,6 +262,8 @@ for f in faults:
     rec, failed = recovery(f)
     start = float(open(f"{out}/{f}.start").read())
     rec_s = "-" if not failed else ("never" if rec is None else f"{rec:.1f}s")
+    if f == "sigterm":
+        rec_s = "n/a"  # the process is gone: exit status and role below
     rows[f] = dict(requests=r, non2xx=n, sock=s, p99=ms(p), n500=n500, n503=n503, recovery=rec, failed=failed)
     print(f"{f:<22}{r:>10}{n:>9}{s:>9}{p:>10}{n500:>6}{n503:>6}{rec_s:>10}  {transitions(f, start)}")
 
