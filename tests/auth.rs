@@ -546,6 +546,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn unknown_and_known_usernames_cost_the_same_time() {
     let (_stack, app) = start(&[
         ("AUTH_LOGIN_RATE_PER_IP", "1000"),
+        ("AUTH_LOGIN_RATE_PER_USERNAME_IP", "1000"),
         ("AUTH_LOGIN_RATE_PER_USERNAME", "1000"),
     ])
     .await;
