@@ -46,14 +46,8 @@ async fn no_route_answers_5xx_to_hostile_input() {
     ])
     .await;
     // A real user and token, so authenticated routes get past the extractor.
-    let password = "a-long-unusual-passphrase";
-    let r = post_json(
-        &app,
-        "/api/v1/auth/register",
-        json!({"username": "hostile", "email": "hostile@example.test", "password": password}),
-    )
-    .await;
-    assert_eq!(r.status(), 201);
+    let password = common::TEST_PASSWORD;
+    common::register(&app, "hostile").await;
     let login = post_json(
         &app,
         "/api/v1/auth/login",

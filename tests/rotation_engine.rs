@@ -14,11 +14,10 @@ use std::{
 };
 
 use common::{
-    eventually, post_json, spawn_app_env,
+    eventually, spawn_app_env,
     stack::{Lifetimes, Stack, db_route, env_with, start_ready, wait_ready},
 };
 use precinct::db::Trigger;
-use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
 async fn role_exists(name: &str) -> bool {
@@ -44,28 +43,6 @@ async fn terminate_sessions(role: &str) -> i64 {
     .fetch_one(&mut admin)
     .await
     .unwrap()
-}
-
-async fn token_for(app: &common::TestApp, user: &str) -> String {
-    let password = "correct horse battery staple 42";
-    let r = post_json(
-        app,
-        "/api/v1/auth/register",
-        json!({"username": user, "email": format!("{user}@example.test"), "password": password}),
-    )
-    .await;
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let r = post_json(
-        app,
-        "/api/v1/auth/login",
-        json!({"username": user, "password": password}),
-    )
-    .await;
-    assert_eq!(r.status(), 200);
-    r.json::<serde_json::Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 /// Without waiting for the periodic health check: the database is ready
@@ -138,7 +115,7 @@ async fn a_role_error_from_a_retired_generation_does_not_rotate_its_successor() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_sessions_are_retried_on_a_fresh_connection() {
     let (stack, app) = start_ready(&[]).await;
-    let token = token_for(&app, "sessions").await;
+    let token = common::access_token(&app, "sessions").await;
     let role = app.db.as_ref().unwrap().generation().unwrap().username;
     let (ok, unavailable, other) = (
         Arc::new(AtomicUsize::new(0)),
@@ -275,7 +252,7 @@ async fn shutdown_under_load_revokes_the_lease_and_drops_the_role_before_exit() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_dropped_under_live_sessions_rotates_without_a_500() {
     let (stack, app) = start_ready(&[]).await;
-    let token = token_for(&app, "dropped").await;
+    let token = common::access_token(&app, "dropped").await;
     let role = app.db.as_ref().unwrap().generation().unwrap().username;
     // Warm the pool: several live sessions of the role.
     for _ in 0..20 {

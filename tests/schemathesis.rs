@@ -9,10 +9,10 @@ mod common;
 use std::{process::Command, time::Duration};
 
 use common::{
-    post_json, spawn_app_env,
+    spawn_app_env,
     stack::{Lifetimes, Stack, env_with, wait_ready},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{method, path},
@@ -82,24 +82,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     )
     .await;
     wait_ready(&app, Duration::from_secs(30)).await;
-    let password = "a-long-unusual-passphrase";
-    let r = post_json(
-        &app,
-        "/api/v1/auth/register",
-        json!({"username": "contract", "email": "contract@example.test", "password": password}),
-    )
-    .await;
-    assert_eq!(r.status(), 201);
-    let tokens: Value = post_json(
-        &app,
-        "/api/v1/auth/login",
-        json!({"username": "contract", "password": password}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let bearer = tokens["access_token"].as_str().unwrap().to_string();
+    let bearer = common::access_token(&app, "contract").await;
 
     let report = tempfile::tempdir().unwrap();
     let url = app.url("/openapi.json");

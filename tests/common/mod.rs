@@ -200,3 +200,39 @@ pub fn test_supervisor(
         std::time::Duration::from_secs(3600),
     )
 }
+
+/// The password test users get from [`register`].
+pub const TEST_PASSWORD: &str = "correct horse battery staple 42";
+
+/// Registers `username` (email `<username>@example.test`, [`TEST_PASSWORD`]),
+/// expecting 201.
+pub async fn register(app: &TestApp, username: &str) {
+    let r = post_json(
+        app,
+        "/api/v1/auth/register",
+        serde_json::json!({"username": username, "email": format!("{username}@example.test"), "password": TEST_PASSWORD}),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        201,
+        "register {username}: {}",
+        r.text().await.unwrap()
+    );
+}
+
+/// Registers `username` and logs in: its access token.
+pub async fn access_token(app: &TestApp, username: &str) -> String {
+    register(app, username).await;
+    let r = post_json(
+        app,
+        "/api/v1/auth/login",
+        serde_json::json!({"username": username, "password": TEST_PASSWORD}),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "login {username}");
+    r.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
