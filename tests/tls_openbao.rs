@@ -11,6 +11,16 @@ use std::{
     time::Duration,
 };
 
+/// The OpenBao server, stopped even when an assertion fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A TLS OpenBao whose CA precinct was not given. vaultrs's own settings
 /// builder would read `VAULT_SKIP_VERIFY` and accept any certificate;
 /// precinct sets every setting itself, so the login is refused at the TLS
@@ -23,14 +33,16 @@ async fn vault_skip_verify_in_the_environment_does_not_turn_off_tls_verification
     precinct::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let port = common::stack::free_port();
-    let mut bao = Command::new(common::stack::bao_bin())
-        .args(["server", "-dev", "-dev-tls", "-dev-root-token-id=root"])
-        .arg(format!("-dev-tls-cert-dir={}", dir.path().display()))
-        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _bao = KillOnDrop(
+        Command::new(common::stack::bao_bin())
+            .args(["server", "-dev", "-dev-tls", "-dev-root-token-id=root"])
+            .arg(format!("-dev-tls-cert-dir={}", dir.path().display()))
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let ca = dir.path().join("vault-ca.pem");
     for _ in 0..100 {
         if ca.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -69,7 +81,5 @@ async fn vault_skip_verify_in_the_environment_does_not_turn_off_tls_verification
         !err.to_lowercase().contains("certificate"),
         "with BAO_CACERT the TLS handshake succeeds: {err}"
     );
-    let _ = bao.kill();
-    let _ = bao.wait();
     agent.shutdown().await;
 }
