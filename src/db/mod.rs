@@ -154,47 +154,46 @@ impl PoolRef {
     }
 
     fn classify(&self, e: sqlx::Error, committing: bool) -> DbError {
+        // Nothing committed: run again on a fresh connection (of the
+        // successor, when this generation is invalid: Db::pool waits).
+        // A commit's outcome is unknown: 503.
+        let retry_unless_committing = |committed: String| {
+            if committing {
+                DbError::Unavailable(committed)
+            } else {
+                DbError::Disconnected(e.to_string())
+            }
+        };
         if role_is_invalid(&e) {
             if !self.0.mark_invalid() {
                 tracing::warn!(event = "db_role_invalid", generation = self.0.id, error = %e, "database role rejected; rotating credentials now");
             }
-            let _ = self.0.requests.try_send(Request {
-                ask: Ask::Rotate(Trigger::RoleInvalid),
-                generation: Some(self.0.id),
-            });
-            // Nothing committed: run again, on the successor (Db::pool waits).
-            return if committing {
-                DbError::Unavailable("database credentials were revoked; rotating".into())
-            } else {
-                DbError::Disconnected(e.to_string())
-            };
+            self.ask(Ask::Rotate(Trigger::RoleInvalid));
+            return retry_unless_committing("database credentials were revoked; rotating".into());
         }
         if role_maybe_dropped(&e) {
             // A session whose role OpenBao dropped (revoked lease, expired
-            // lease) no longer sees the schema. Retried once on a fresh
-            // connection; the rotation task checks the role.
+            // lease) no longer sees the schema; the rotation task checks
+            // the role.
             tracing::warn!(event = "db_role_suspect", generation = self.0.id, error = %e, "statement failed as under a dropped role; checking the role");
-            let _ = self.0.requests.try_send(Request {
-                ask: Ask::CheckRole,
-                generation: Some(self.0.id),
-            });
-            return if committing {
-                DbError::Unavailable(e.to_string())
-            } else {
-                DbError::Disconnected(e.to_string())
-            };
+            self.ask(Ask::CheckRole);
+            return retry_unless_committing(e.to_string());
         }
         if connection_lost(&e) {
-            return if committing {
-                DbError::Unavailable(format!("connection lost during a commit: {e}"))
-            } else {
-                DbError::Disconnected(e.to_string())
-            };
+            return retry_unless_committing(format!("connection lost during a commit: {e}"));
         }
         match e {
             sqlx::Error::PoolTimedOut => DbError::Unavailable(e.to_string()),
             other => DbError::Query(other),
         }
+    }
+
+    /// Asks the rotation task, on behalf of this generation.
+    fn ask(&self, ask: Ask) {
+        let _ = self.0.requests.try_send(Request {
+            ask,
+            generation: Some(self.0.id),
+        });
     }
 }
 
@@ -225,6 +224,11 @@ impl Db {
     /// `DB_ACQUIRE_TIMEOUT` (at most 2 s): a request arriving during a forced rotation is
     /// served a little later rather than failed.
     pub async fn pool(&self) -> Result<PoolRef, DbError> {
+        // The hot path: one load, one increment. Only a known-invalid
+        // generation pays for the subscription and the deadline.
+        if let Some(ready) = self.serving()? {
+            return Ok(ready);
+        }
         let mut swapped = self.inner.swapped.subscribe();
         let wait = self
             .inner
@@ -233,10 +237,8 @@ impl Db {
             .min(std::time::Duration::from_secs(2));
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match self.inner.current.load().as_ref() {
-                None => return Err(DbError::Unavailable("no database credentials yet".into())),
-                Some(g) if !g.is_invalid() => return Ok(PoolRef(g.hold())),
-                Some(_) => {}
+            if let Some(ready) = self.serving()? {
+                return Ok(ready);
             }
             if tokio::time::timeout_at(deadline, swapped.changed())
                 .await
@@ -246,6 +248,16 @@ impl Db {
                     "database credentials were revoked; rotating".into(),
                 ));
             }
+        }
+    }
+
+    /// The serving generation's pool if it is valid; `Ok(None)` while it is
+    /// known to be invalid; an error before the first generation.
+    fn serving(&self) -> Result<Option<PoolRef>, DbError> {
+        match self.inner.current.load().as_ref() {
+            None => Err(DbError::Unavailable("no database credentials yet".into())),
+            Some(g) if !g.is_invalid() => Ok(Some(PoolRef(g.hold()))),
+            Some(_) => Ok(None),
         }
     }
 
