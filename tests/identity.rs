@@ -453,6 +453,12 @@ async fn a_rotated_svid_for_another_spiffe_id_is_refused_and_makes_identity_unre
         Default::default(),
         &common::test_supervisor(&tasks, &cancel, &readiness),
     );
+    // Ready first: the check starts not ready ("starting").
+    eventually(Duration::from_secs(3), "identity ready", || {
+        let c = check.clone();
+        async move { c.is_ready() }
+    })
+    .await;
     let held = identity.current();
     agent.shutdown().await;
     let agent = start_agent(dir.path(), |c| {
