@@ -35,6 +35,7 @@ pub enum AppError {
 
 /// A built application: listening, with its background tasks running.
 pub struct Application {
+    owners: crate::metrics::Owners,
     config: Arc<Config>,
     listener: TcpListener,
     addr: SocketAddr,
@@ -129,6 +130,10 @@ impl Application {
             shutdown_trigger.clone(),
             config.tasks.failure_grace,
         );
+        let owners = crate::metrics::Owners {
+            identity: Default::default(),
+            session: Some(session.clone()),
+        };
         let metrics_addr = match config.http.metrics_addr {
             Some(addr) => {
                 let (listener, local) = crate::metrics::bind(addr)
@@ -138,6 +143,7 @@ impl Application {
                     listener,
                     readiness.clone(),
                     db.clone(),
+                    owners.clone(),
                     tasks_cancel.clone(),
                 );
                 tracing::info!(addr = %local, "metrics at /metrics");
@@ -147,6 +153,7 @@ impl Application {
         };
         let app = Self {
             metrics_addr,
+            owners,
             router: http::router(state, extra),
             config,
             listener,
@@ -197,6 +204,7 @@ impl Application {
             self.shutdown_trigger.clone(),
         );
         let events = self.events.clone();
+        let identity_cell = self.owners.identity.clone();
         let (bao_config, db, session_cell) = (
             self.config.bao.clone().expect("bao config with identity"),
             self.db.clone().expect("db with identity"),
@@ -218,6 +226,7 @@ impl Application {
                     },
                 };
                 identity.spawn_watch(check, events, &supervisor);
+                let _ = identity_cell.set(identity.clone());
 
                 let Some(session) =
                     Session::establish(&bao_config, &identity, &bao_check, &cancel).await
@@ -294,6 +303,21 @@ impl Application {
     }
 
     /// Where `GET /metrics` answers (`METRICS_ADDR`).
+    /// The credentials the application holds when called (the serving
+    /// generation's database password and OpenBao token, the session
+    /// token): tests scan logs for them.
+    #[cfg(feature = "fault-injection")]
+    pub fn secrets_for_tests(&self) -> Arc<dyn Fn() -> Vec<String> + Send + Sync> {
+        let (db, session) = (self.db.clone(), self.session.clone());
+        Arc::new(move || {
+            let mut secrets = db.as_ref().map(Db::secrets_for_tests).unwrap_or_default();
+            if let Some(s) = session.get() {
+                secrets.push(s.client().vault().settings.token.clone());
+            }
+            secrets
+        })
+    }
+
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
     }

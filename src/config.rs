@@ -117,6 +117,17 @@ pub struct LogConfig {
     pub format: LogFormat,
     pub filter: String,
     pub access: AccessLog,
+    /// Where spans go over OTLP (none: tracing is off and costs nothing).
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// OpenTelemetry export, from the standard `OTEL_*` variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// The full traces URL (`…/v1/traces`).
+    pub traces_endpoint: String,
+    pub service_name: String,
+    pub timeout: Duration,
 }
 
 /// Where the workload identity comes from.
@@ -269,6 +280,7 @@ impl Config {
                     AppEnv::Production => AccessLog::Errors,
                 },
             )?,
+            otlp: otlp(v)?,
         };
 
         let cors_raw = v.string_or("CORS_ORIGINS", DEFAULT_CORS_ORIGINS);
@@ -620,7 +632,7 @@ fn parse_github(
 /// no earlier directive can turn them back on.
 pub const SILENCED_TARGETS: &[&str] = &["rustify", "vaultrs"];
 
-fn log_filter(requested: &str) -> String {
+pub fn log_filter(requested: &str) -> String {
     let mut filter = requested.trim().trim_end_matches(',').to_string();
     for target in SILENCED_TARGETS {
         filter.push_str(&format!(",{target}=off"));
@@ -669,6 +681,45 @@ fn parse_cors(raw: &str) -> Result<CorsOrigins, String> {
 }
 
 /// Typed access to variables, recording each name read.
+/// OTLP export is on when `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the full
+/// URL) or `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL, `/v1/traces` added, as
+/// the specification says) is set, unless `OTEL_SDK_DISABLED=true`. Only
+/// `http/protobuf` is built in: another `OTEL_EXPORTER_OTLP_PROTOCOL` is
+/// refused rather than silently ignored.
+fn otlp(v: &mut Vars<'_>) -> Result<Option<OtlpConfig>, ConfigError> {
+    let disabled = v.bool_or("OTEL_SDK_DISABLED", false)?;
+    let traces = v.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    let base = v.get("OTEL_EXPORTER_OTLP_ENDPOINT");
+    let protocol = v.string_or("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
+    let service_name = v.string_or("OTEL_SERVICE_NAME", "precinct");
+    let timeout = v.duration_or("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")?;
+    let (name, endpoint) = match (traces, base) {
+        _ if disabled => return Ok(None),
+        (Some(full), _) => ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", full),
+        (None, Some(base)) => (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("{}/v1/traces", base.trim_end_matches('/')),
+        ),
+        (None, None) => return Ok(None),
+    };
+    if protocol != "http/protobuf" {
+        return Err(ConfigError::new(
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            format!("{protocol:?} is not supported; precinct exports http/protobuf"),
+        ));
+    }
+    let url = url::Url::parse(&endpoint)
+        .map_err(|e| ConfigError::new(name, format!("not a URL ({e}): {endpoint:?}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::new(name, "must be an http:// or https:// URL"));
+    }
+    Ok(Some(OtlpConfig {
+        traces_endpoint: endpoint,
+        service_name,
+        timeout,
+    }))
+}
+
 pub(crate) struct Vars<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
     read: Vec<&'static str>,

@@ -27,6 +27,7 @@ pub mod shutdown;
 pub mod supervise;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 
 pub use app::Application;
 pub use config::Config;

@@ -37,6 +37,7 @@ async fn dev_agent(args: precinct::cli::DevAgentArgs) -> anyhow::Result<()> {
         format: precinct::config::LogFormat::Pretty,
         filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
         access: precinct::config::AccessLog::Off,
+        otlp: None,
     });
     let agent = precinct::devagent::DevAgent::start(args.into()).await?;
     agent.run_until_signal().await;
@@ -72,6 +73,8 @@ async fn serve() -> anyhow::Result<()> {
     let config = load_config();
     telemetry::init(&config.log);
     let app = Application::build(config).await.context("startup failed")?;
-    app.run_until_stopped().await.context("server failed")?;
-    Ok(())
+    let result = app.run_until_stopped().await.context("server failed");
+    // The spans of the last requests and of the shutdown itself.
+    tokio::task::spawn_blocking(telemetry::shutdown).await?;
+    result
 }

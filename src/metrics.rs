@@ -7,14 +7,21 @@
 //! describe state (readiness, the lease's remaining life) are read at scrape
 //! time from their owners, so the request path pays nothing for them.
 
-use std::{net::SocketAddr, sync::OnceLock, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{db::Db, readiness::Readiness};
+use crate::{bao::Session, db::Db, identity::Identity, readiness::Readiness};
 
 pub const ROTATIONS: &str = "precinct_db_rotations_total";
 pub const ROTATION_SECONDS: &str = "precinct_db_rotation_duration_seconds";
@@ -24,6 +31,143 @@ pub const LAST_ROTATION: &str = "precinct_db_last_rotation_success_timestamp_sec
 pub const CONNECTION_RETRIES: &str = "precinct_db_connection_retries_total";
 pub const RENEWALS: &str = "precinct_db_renewals_total";
 pub const TASK_FAILURES: &str = "precinct_task_failures_total";
+pub const SVID_ROTATIONS: &str = "precinct_identity_svid_rotations_total";
+pub const JWT_SVID_FETCHES: &str = "precinct_identity_jwt_svid_fetches_total";
+pub const OPENBAO_RENEWALS: &str = "precinct_openbao_renewals_total";
+pub const OPENBAO_RELOGINS: &str = "precinct_openbao_relogins_total";
+pub const OPENBAO_ERRORS: &str = "precinct_openbao_errors_total";
+pub const LOGINS: &str = "precinct_auth_logins_total";
+pub const RATE_LIMITED: &str = "precinct_auth_rate_limited_total";
+pub const REFRESH_REUSE: &str = "precinct_auth_refresh_reuse_detected_total";
+pub const KEY_REFRESHES: &str = "precinct_auth_signing_key_refreshes_total";
+pub const GITHUB_CALLS: &str = "precinct_github_upstream_requests_total";
+pub const GITHUB_ETAG_HITS: &str = "precinct_github_etag_hits_total";
+pub const GITHUB_RATE_REMAINING: &str = "precinct_github_rate_limit_remaining";
+pub const HTTP_REQUESTS: &str = "precinct_http_requests_total";
+pub const HTTP_SECONDS: &str = "precinct_http_request_duration_seconds";
+pub const HTTP_IN_FLIGHT: &str = "precinct_http_requests_in_flight";
+
+/// Every metric with its help text: counters, histograms, then gauges.
+const COUNTERS: &[(&str, &str)] = &[
+    (ROTATIONS, "Credential rotations by trigger and outcome"),
+    (
+        CONNECTION_RETRIES,
+        "Operations run again after their connection died",
+    ),
+    (
+        RENEWALS,
+        "Database token and lease renewals by what and outcome",
+    ),
+    (TASK_FAILURES, "Background tasks that panicked or ended"),
+    (
+        SVID_ROTATIONS,
+        "X.509-SVIDs received from the Workload API after the first",
+    ),
+    (
+        JWT_SVID_FETCHES,
+        "JWT-SVID fetches from the Workload API by audience and outcome",
+    ),
+    (
+        OPENBAO_RENEWALS,
+        "Renewals of the OpenBao session token by outcome",
+    ),
+    (
+        OPENBAO_RELOGINS,
+        "Fresh OpenBao logins replacing the session token, by outcome",
+    ),
+    (OPENBAO_ERRORS, "Failed OpenBao calls by operation and kind"),
+    (LOGINS, "Password logins by outcome"),
+    (
+        RATE_LIMITED,
+        "Requests refused by a rate limiter, by limiter",
+    ),
+    (
+        REFRESH_REUSE,
+        "Refresh tokens presented twice (their family was revoked)",
+    ),
+    (
+        KEY_REFRESHES,
+        "Fetches of the access-token signing keys by outcome",
+    ),
+    (
+        GITHUB_CALLS,
+        "Calls to the GitHub API by status (or timeout, network)",
+    ),
+    (
+        GITHUB_ETAG_HITS,
+        "GitHub answers served from the ETag cache (304)",
+    ),
+    (
+        HTTP_REQUESTS,
+        "HTTP requests by route template, method and status",
+    ),
+];
+const HISTOGRAMS: &[(&str, &str)] = &[
+    (
+        ROTATION_SECONDS,
+        "Login + credentials + proven pool, per rotation",
+    ),
+    (DRAIN_SECONDS, "Time a retired generation took to drain"),
+    (
+        HTTP_SECONDS,
+        "HTTP request latency by route template and method",
+    ),
+];
+const GAUGES: &[(&str, &str)] = &[
+    (GENERATION, "The serving credential generation"),
+    (LAST_ROTATION, "Unix time of the last successful rotation"),
+    (
+        "precinct_db_lease_expiry_seconds",
+        "Seconds until the database lease expires",
+    ),
+    (
+        "precinct_db_token_expiry_seconds",
+        "Seconds until the token owning the lease expires",
+    ),
+    (
+        "precinct_db_pool_connections",
+        "Open connections of the serving pool",
+    ),
+    (
+        "precinct_db_pool_idle_connections",
+        "Idle connections of the serving pool",
+    ),
+    (
+        "precinct_identity_svid_expiry_seconds",
+        "Seconds until the X.509-SVID expires",
+    ),
+    (
+        "precinct_identity_workload_api_connected",
+        "1 when the Workload API socket accepts a connection",
+    ),
+    (
+        "precinct_openbao_token_expiry_seconds",
+        "Seconds until the OpenBao session token expires",
+    ),
+    (
+        "precinct_auth_signing_key_age_seconds",
+        "Age of the newest access-token signing key version",
+    ),
+    (
+        GITHUB_RATE_REMAINING,
+        "GitHub's x-ratelimit-remaining on its last answer",
+    ),
+    (HTTP_IN_FLIGHT, "HTTP requests being served"),
+    (
+        "precinct_dependency_ready",
+        "1 when the dependency check counts as ready",
+    ),
+    (
+        "precinct_dependency_degraded",
+        "1 when the dependency check is degraded",
+    ),
+];
+
+/// Latency buckets for HTTP (sub-millisecond to the 30 s timeout); the
+/// rotation and drain histograms get the coarser default below.
+const HTTP_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// The process-wide recorder (installed once; every application in the
 /// process, tests included, records into it).
@@ -32,6 +176,8 @@ pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HTTP_SECONDS.into()), HTTP_BUCKETS)
+                .expect("valid buckets")
                 .set_buckets_for_metric(
                     Matcher::Suffix("duration_seconds".into()),
                     &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
@@ -39,20 +185,15 @@ pub fn handle() -> PrometheusHandle {
                 .expect("valid buckets")
                 .install_recorder()
                 .expect("the only metrics recorder");
-            metrics::describe_counter!(ROTATIONS, "Credential rotations by trigger and outcome");
-            metrics::describe_histogram!(
-                ROTATION_SECONDS,
-                "Login + credentials + proven pool, per rotation"
-            );
-            metrics::describe_histogram!(DRAIN_SECONDS, "Time a retired generation took to drain");
-            metrics::describe_gauge!(GENERATION, "The serving credential generation");
-            metrics::describe_gauge!(LAST_ROTATION, "Unix time of the last successful rotation");
-            metrics::describe_counter!(
-                CONNECTION_RETRIES,
-                "Operations run again after their connection died"
-            );
-            metrics::describe_counter!(RENEWALS, "Token and lease renewals by what and outcome");
-            metrics::describe_counter!(TASK_FAILURES, "Background tasks that panicked or ended");
+            for (name, help) in COUNTERS {
+                metrics::describe_counter!(*name, *help);
+            }
+            for (name, help) in HISTOGRAMS {
+                metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help);
+            }
+            for (name, help) in GAUGES {
+                metrics::describe_gauge!(*name, *help);
+            }
             metrics::gauge!(
                 "precinct_build_info",
                 "version" => crate::build_info::VERSION,
@@ -65,11 +206,34 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Whether a recorder is installed: without `METRICS_ADDR` nothing records,
+/// and the request path skips even building label sets.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Unix time the newest signing key version was created (0: unknown).
+static SIGNING_KEY_CREATED: AtomicI64 = AtomicI64::new(0);
+
+/// Records the newest signing key's creation time (read at scrape time).
+pub fn signing_key_created(unix_seconds: i64) {
+    SIGNING_KEY_CREATED.store(unix_seconds, Ordering::Relaxed);
+}
+
+/// Where scrape-time gauges are read from: filled in as bring-up proceeds.
+#[derive(Clone, Default)]
+pub struct Owners {
+    pub identity: Arc<OnceLock<Identity>>,
+    pub session: Option<Arc<tokio::sync::OnceCell<Session>>>,
+}
+
 #[derive(Clone)]
 struct Sources {
     handle: PrometheusHandle,
     readiness: Readiness,
     db: Option<Db>,
+    owners: Owners,
 }
 
 async fn render(State(s): State<Sources>) -> impl IntoResponse {
@@ -79,6 +243,25 @@ async fn render(State(s): State<Sources>) -> impl IntoResponse {
             .set(f64::from(u8::from(check.status != CheckStatus::NotReady)));
         metrics::gauge!("precinct_dependency_degraded", "check" => name)
             .set(f64::from(u8::from(check.status == CheckStatus::Degraded)));
+    }
+    if let Some(identity) = s.owners.identity.get() {
+        metrics::gauge!("precinct_identity_svid_expiry_seconds")
+            .set(identity.svid_expiry_seconds());
+        let connected = identity.workload_api_reachable().await;
+        metrics::gauge!("precinct_identity_workload_api_connected")
+            .set(f64::from(u8::from(connected)));
+    }
+    if let Some(session) = s.owners.session.as_ref().and_then(|s| s.get()) {
+        metrics::gauge!("precinct_openbao_token_expiry_seconds").set(session.expiry_seconds());
+    }
+    let created = SIGNING_KEY_CREATED.load(Ordering::Relaxed);
+    if created > 0 {
+        let age = time::OffsetDateTime::now_utc().unix_timestamp() - created;
+        metrics::gauge!("precinct_auth_signing_key_age_seconds").set(age as f64);
+    }
+    if let Some((size, idle)) = s.db.as_ref().and_then(|db| db.pool_stats()) {
+        metrics::gauge!("precinct_db_pool_connections").set(f64::from(size));
+        metrics::gauge!("precinct_db_pool_idle_connections").set(idle as f64);
     }
     if let Some(g) = s.db.as_ref().and_then(|db| db.generation()) {
         let now = time::OffsetDateTime::now_utc();
@@ -100,13 +283,16 @@ pub fn spawn(
     listener: TcpListener,
     readiness: Readiness,
     db: Option<Db>,
+    owners: Owners,
     cancel: CancellationToken,
 ) {
     let sources = Sources {
         handle: handle(),
         readiness,
         db,
+        owners,
     };
+    ENABLED.store(true, Ordering::Relaxed);
     let app = Router::new()
         .route("/metrics", get(render))
         .with_state(sources);
@@ -130,4 +316,26 @@ pub fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs_f64()
+}
+
+/// Records one served request (the in-flight gauge was raised on entry).
+pub fn http_request(route: &str, method: &axum::http::Method, status: u16, elapsed: Duration) {
+    use axum::http::Method;
+    // Methods outside the standard set collapse into one label value.
+    let method = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let route = metrics::SharedString::from(route.to_owned());
+    metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!(HTTP_SECONDS, "route" => route, "method" => method)
+        .record(elapsed.as_secs_f64());
+    metrics::gauge!(HTTP_IN_FLIGHT).decrement(1.0);
 }

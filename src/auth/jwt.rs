@@ -155,19 +155,18 @@ impl TokenService {
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims serialize"))
         );
         let client = self.session()?.client();
-        let mut opts = SignDataRequest::builder();
-        opts.key_version(version)
+        let endpoint = SignDataRequest::builder()
+            .mount(&self.mount)
+            .name(&self.key)
+            .input(STANDARD.encode(&signing_input))
+            .key_version(version)
             .hash_algorithm(HashAlgorithm::Sha2_256)
-            .marshaling_algorithm(MarshalingAlgorithm::Jws);
-        let signed = vaultrs::transit::data::sign(
-            client.vault(),
-            &self.mount,
-            &self.key,
-            &STANDARD.encode(&signing_input),
-            Some(&mut opts),
-        )
-        .await
-        .map_err(|e| TokenError::Keys(BaoError::from_client("transit sign", e).to_string()))?;
+            .marshaling_algorithm(MarshalingAlgorithm::Jws)
+            .build()
+            .map_err(|e| TokenError::Keys(e.to_string()))?;
+        let signed = crate::bao::traced::data(client.vault(), "transit sign", endpoint)
+            .await
+            .map_err(|e| TokenError::Keys(BaoError::from_client("transit sign", e).to_string()))?;
         // "vault:v<N>:<base64url r||s>"
         let signature = signed
             .signature

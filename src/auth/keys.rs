@@ -149,10 +149,17 @@ impl KeySource {
             return Err(KeyFetchError::NotP256(self.key.clone()));
         };
         let mut keys = BTreeMap::new();
+        let mut entries_created = BTreeMap::new();
         for (version, entry) in entries {
             let Ok(version) = version.parse::<u64>() else {
                 continue;
             };
+            if let Ok(at) = time::OffsetDateTime::parse(
+                &entry.creation_time,
+                &time::format_description::well_known::Rfc3339,
+            ) {
+                entries_created.insert(version, at.unix_timestamp());
+            }
             let (x, y) = ec_point_from_spki_pem(&entry.public_key)
                 .ok_or_else(|| KeyFetchError::NotP256(self.key.clone()))?;
             let decoding = DecodingKey::from_ec_components(&x, &y)
@@ -160,6 +167,10 @@ impl KeySource {
             keys.insert(version, PublicKey { x, y, decoding });
         }
         let latest = keys.keys().max().copied().unwrap_or(0);
+        let created = entries_created.get(&latest).copied();
+        if let Some(created) = created {
+            crate::metrics::signing_key_created(created);
+        }
         Ok(KeySet { keys, latest })
     }
 }
@@ -192,6 +203,8 @@ pub async fn run(
         };
         match fetched {
             Ok(set) => {
+                metrics::counter!(crate::metrics::KEY_REFRESHES, "outcome" => "success")
+                    .increment(1);
                 history.last_success = Some(attempt);
                 history.failures_in_a_row = 0;
                 on_change(&keys.current(), &set);
@@ -199,6 +212,8 @@ pub async fn run(
                 check.set_ready();
             }
             Err(e) => {
+                metrics::counter!(crate::metrics::KEY_REFRESHES, "outcome" => "failure")
+                    .increment(1);
                 history.failures_in_a_row += 1;
                 let have = !keys.current().keys.is_empty();
                 tracing::warn!(

@@ -102,7 +102,10 @@ impl AuthService {
                 config.login_per_username_ip_per_minute,
                 config.login_per_username_per_minute,
             )),
-            register_limiter: Arc::new(Limiter::per_minute(config.register_per_ip_per_minute)),
+            register_limiter: Arc::new(Limiter::per_minute(
+                "register_ip",
+                config.register_per_ip_per_minute,
+            )),
             refresh_ttl: config.refresh_ttl,
         }
     }
@@ -193,11 +196,19 @@ impl AuthService {
         meta: &RequestMeta,
     ) -> Result<Tokens, AuthError> {
         if let Err(retry_after) = self.limiter.check(meta.client_ip, username) {
+            metrics::counter!(crate::metrics::LOGINS, "outcome" => "rate_limited").increment(1);
             return Err(self.rate_limited("login", retry_after, meta).await);
         }
         // A lost connection before the commit runs the login again; a
         // commit lost midway leaves at most an unused refresh family.
-        let tokens = retry_once(|| self.login_once(username, password, meta)).await?;
+        let result = retry_once(|| self.login_once(username, password, meta)).await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(AuthError::InvalidCredentials) => "invalid_credentials",
+            Err(_) => "error",
+        };
+        metrics::counter!(crate::metrics::LOGINS, "outcome" => outcome).increment(1);
+        let tokens = result?;
         self.limiter.succeeded(meta.client_ip, username);
         Ok(tokens)
     }
@@ -341,6 +352,7 @@ impl AuthService {
                 revoke_family(&mut tx, family)
                     .await
                     .map_err(|e| pool.error(e))?;
+                metrics::counter!(crate::metrics::REFRESH_REUSE).increment(1);
                 tracing::warn!(event = "refresh_reuse_detected", user_id = %user_id, "refresh token reused: family revoked");
             }
             audit::record(

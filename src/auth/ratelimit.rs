@@ -8,19 +8,23 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 /// One keyed token bucket: `n` per minute per key, bursts of up to `n`.
 pub struct Limiter<K: Hash + Eq + Clone> {
     buckets: DefaultKeyedRateLimiter<K>,
+    /// The `limiter` label of `precinct_auth_rate_limited_total`.
+    name: &'static str,
 }
 
 impl<K: Hash + Eq + Clone> Limiter<K> {
-    pub fn per_minute(n: u32) -> Self {
+    pub fn per_minute(name: &'static str, n: u32) -> Self {
         let quota = Quota::per_minute(NonZeroU32::new(n.max(1)).expect("non-zero"));
         Self {
             buckets: RateLimiter::keyed(quota),
+            name,
         }
     }
 
     /// `Err(retry_after)` when `key`'s bucket is empty.
     pub fn check(&self, key: &K) -> Result<(), Duration> {
         let result = self.buckets.check_key(key).map_err(|not_until| {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "limiter" => self.name).increment(1);
             not_until.wait_time_from(governor::clock::DefaultClock::default().now())
         });
         // Forget idle keys now and then so memory stays bounded.
@@ -54,9 +58,9 @@ pub struct LoginLimiter {
 impl LoginLimiter {
     pub fn new(per_ip: u32, per_username_ip: u32, per_username: u32) -> Self {
         Self {
-            by_ip: Limiter::per_minute(per_ip),
-            by_pair: Limiter::per_minute(per_username_ip),
-            by_username: Limiter::per_minute(per_username),
+            by_ip: Limiter::per_minute("login_ip", per_ip),
+            by_pair: Limiter::per_minute("login_username_ip", per_username_ip),
+            by_username: Limiter::per_minute("login_username", per_username),
             known_good: quick_cache::sync::Cache::new(100_000),
         }
     }

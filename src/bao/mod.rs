@@ -7,11 +7,15 @@
 
 mod endpoints;
 mod session;
+pub mod traced;
 
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
+use vaultrs::api::kv2::requests::{
+    DeleteSecretMetadataRequest, ReadSecretRequest, SetSecretRequest,
+};
 use vaultrs::{
     client::{Client, VaultClient, VaultClientSettingsBuilder},
     error::ClientError,
@@ -51,6 +55,16 @@ pub enum BaoError {
 
 impl BaoError {
     pub(crate) fn from_client(operation: &'static str, e: ClientError) -> Self {
+        let kind = match &e {
+            ClientError::APIError { code: 403, .. } => "denied",
+            ClientError::APIError { code: 404, .. } => "not_found",
+            ClientError::APIError { code: 503, .. } => "unavailable",
+            ClientError::APIError { code, .. } if *code >= 500 => "server",
+            ClientError::APIError { .. } => "refused",
+            _ => "unreachable",
+        };
+        metrics::counter!(crate::metrics::OPENBAO_ERRORS, "operation" => operation, "kind" => kind)
+            .increment(1);
         match e {
             ClientError::APIError { code, errors } => BaoError::Api {
                 operation,
@@ -262,12 +276,24 @@ impl BaoClient {
         &self,
         path: &str,
     ) -> Result<Option<T>, BaoError> {
-        match vaultrs::kv2::read(&self.client, &self.config.kv_mount, path).await {
-            Ok(value) => Ok(Some(value)),
-            Err(e) => {
-                let e = BaoError::from_client("KV read", e);
-                if e.is_not_found() { Ok(None) } else { Err(e) }
+        let endpoint = ReadSecretRequest::builder()
+            .mount(&self.config.kv_mount)
+            .path(path)
+            .build()
+            .map_err(|e| BaoError::Setup(e.to_string()))?;
+        match traced::data(&self.client, "KV read", endpoint).await {
+            Ok(secret) => {
+                serde_json::from_value(secret.data)
+                    .map(Some)
+                    .map_err(|e| BaoError::Api {
+                        operation: "KV read",
+                        status: 200,
+                        message: format!("unexpected secret shape: {e}"),
+                    })
             }
+            // Absent is an answer, not an error (nor an error metric).
+            Err(ClientError::APIError { code: 404, .. }) => Ok(None),
+            Err(e) => Err(BaoError::from_client("KV read", e)),
         }
     }
 
@@ -276,7 +302,14 @@ impl BaoClient {
         path: &str,
         value: &T,
     ) -> Result<(), BaoError> {
-        vaultrs::kv2::set(&self.client, &self.config.kv_mount, path, value)
+        let data = serde_json::to_value(value).map_err(|e| BaoError::Setup(e.to_string()))?;
+        let endpoint = SetSecretRequest::builder()
+            .mount(&self.config.kv_mount)
+            .path(path)
+            .data(data)
+            .build()
+            .map_err(|e| BaoError::Setup(e.to_string()))?;
+        traced::data(&self.client, "KV write", endpoint)
             .await
             .map(|_| ())
             .map_err(|e| BaoError::from_client("KV write", e))
@@ -284,12 +317,14 @@ impl BaoClient {
 
     /// Deletes every version and the metadata: nothing of the secret remains.
     pub async fn kv_delete(&self, path: &str) -> Result<(), BaoError> {
-        match vaultrs::kv2::delete_metadata(&self.client, &self.config.kv_mount, path).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let e = BaoError::from_client("KV delete", e);
-                if e.is_not_found() { Ok(()) } else { Err(e) }
-            }
+        let endpoint = DeleteSecretMetadataRequest::builder()
+            .mount(&self.config.kv_mount)
+            .path(path)
+            .build()
+            .map_err(|e| BaoError::Setup(e.to_string()))?;
+        match traced::empty(&self.client, "KV delete", endpoint).await {
+            Ok(()) | Err(ClientError::APIError { code: 404, .. }) => Ok(()),
+            Err(e) => Err(BaoError::from_client("KV delete", e)),
         }
     }
 

@@ -32,6 +32,8 @@ pub type SessionClient = Hold<BaoClient>;
 #[derive(Clone)]
 pub struct Session {
     current: Arc<ArcSwap<Tracked<BaoClient>>>,
+    /// When the current token expires, as the upkeep last learned it.
+    expires_at: Arc<std::sync::Mutex<Instant>>,
 }
 
 impl Session {
@@ -47,8 +49,10 @@ impl Session {
             match BaoClient::login(config, identity).await {
                 Ok(client) => {
                     check.set_ready();
+                    let expires_at = client.logged_in + client.token_ttl;
                     return Some(Self {
                         current: Arc::new(ArcSwap::new(Tracked::new(client))),
+                        expires_at: Arc::new(std::sync::Mutex::new(expires_at)),
                     });
                 }
                 Err(e) => {
@@ -61,6 +65,21 @@ impl Session {
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
+    }
+
+    /// Seconds until the session token expires (negative once expired).
+    pub fn expiry_seconds(&self) -> f64 {
+        let at = *self.expires_at.lock().expect("expiry lock");
+        let now = Instant::now();
+        if at >= now {
+            (at - now).as_secs_f64()
+        } else {
+            -(now - at).as_secs_f64()
+        }
+    }
+
+    fn set_expiry(&self, at: Instant) {
+        *self.expires_at.lock().expect("expiry lock") = at;
     }
 
     /// The current client, held until dropped (cheap).
@@ -93,11 +112,15 @@ impl Session {
                     _ = tokio::time::sleep_until(wake.into()) => {}
                 }
                 let client = this.client();
-                let relogin = match client.renew_self().await {
+                let renewed = client.renew_self().await;
+                let outcome = if renewed.is_ok() { "success" } else { "failure" };
+                metrics::counter!(crate::metrics::OPENBAO_RENEWALS, "outcome" => outcome).increment(1);
+                let relogin = match renewed {
                     // Granted less than half the TTL: the max TTL is near.
                     Ok(granted) if granted < client.token_ttl / 2 || !client.renewable => true,
                     Ok(granted) => {
                         expires_at = Instant::now() + granted;
+                        this.set_expiry(expires_at);
                         check.set_ready();
                         backoff.reset();
                         false
@@ -118,7 +141,9 @@ impl Session {
                 if relogin {
                     match BaoClient::login(client.config(), &identity).await {
                         Ok(fresh) => {
+                            metrics::counter!(crate::metrics::OPENBAO_RELOGINS, "outcome" => "success").increment(1);
                             expires_at = fresh.logged_in + fresh.token_ttl;
+                            this.set_expiry(expires_at);
                             let old = this.current.swap(Tracked::new(fresh));
                             check.set_ready();
                             backoff.reset();
@@ -135,6 +160,7 @@ impl Session {
                             });
                         }
                         Err(e) => {
+                            metrics::counter!(crate::metrics::OPENBAO_RELOGINS, "outcome" => "failure").increment(1);
                             this.unreachable(&check, expires_at, &e);
                             tokio::select! {
                                 _ = cancel.cancelled() => break,

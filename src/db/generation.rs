@@ -37,6 +37,9 @@ pub struct Generation {
     pub misfit: Option<String>,
     /// PostgreSQL refused this generation's role: hand it out no more.
     pub(super) invalid: std::sync::atomic::AtomicBool,
+    /// Tests scan logs for it (the `fault-injection` feature only).
+    #[cfg(feature = "fault-injection")]
+    pub(super) password: secrecy::SecretString,
 }
 
 /// Expiries that renewals move, in monotonic time (measured here from

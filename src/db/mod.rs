@@ -266,6 +266,28 @@ impl Db {
         self.inner.current.load().as_ref().map(|g| g.info())
     }
 
+    /// The serving generation's database password and OpenBao token, for
+    /// tests that scan the logs for secrets (`fault-injection` only).
+    #[cfg(feature = "fault-injection")]
+    pub fn secrets_for_tests(&self) -> Vec<String> {
+        use secrecy::ExposeSecret;
+        let current = self.inner.current.load();
+        let Some(g) = current.as_ref() else {
+            return vec![];
+        };
+        vec![
+            g.password.expose_secret().to_string(),
+            g.bao.vault().settings.token.clone(),
+        ]
+    }
+
+    /// The serving pool's open and idle connections (for `/metrics`).
+    pub fn pool_stats(&self) -> Option<(u32, usize)> {
+        let current = self.inner.current.load();
+        let g = current.as_ref()?;
+        Some((g.pool.size(), g.pool.num_idle()))
+    }
+
     /// Asks the rotation task to rotate the serving generation now.
     pub fn request_rotation(&self, trigger: Trigger) {
         let _ = self.inner.requests.try_send(Request {

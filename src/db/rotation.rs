@@ -430,6 +430,8 @@ async fn create(db: &Db, identity: &Identity, id: u64) -> Result<(Generation, Cu
         requests: db.inner.requests.clone(),
         misfit: None,
         invalid: std::sync::atomic::AtomicBool::new(false),
+        #[cfg(feature = "fault-injection")]
+        password: creds.password.clone(),
     };
     Ok((generation, current))
 }

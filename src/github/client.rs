@@ -2,6 +2,7 @@
 //! requests, pagination from `Link`, rate-limit and error classification.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use reqwest::{StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
@@ -89,6 +90,13 @@ impl GithubClient {
         query: &[(&str, String)],
         if_none_match: Option<&str>,
     ) -> Result<Upstream, UpstreamError> {
+        // A client span (exported when OTLP is on) whose context GitHub
+        // receives as `traceparent`.
+        let span = tracing::info_span!(
+            "github",
+            otel.kind = "client",
+            otel.name = %format_args!("GET {path}"),
+        );
         let mut request = self
             .http
             .get(format!("{}{path}", self.base))
@@ -99,13 +107,20 @@ impl GithubClient {
         if let Some(etag) = if_none_match {
             request = request.header(header::IF_NONE_MATCH, etag);
         }
-        let response = request.send().await.map_err(|e| {
+        if let Some(traceparent) = span.in_scope(crate::trace::traceparent) {
+            request = request.header("traceparent", traceparent);
+        }
+        let response = request.send().instrument(span).await.map_err(|e| {
+            let kind = if e.is_timeout() { "timeout" } else { "network" };
+            metrics::counter!(crate::metrics::GITHUB_CALLS, "status" => kind).increment(1);
             if e.is_timeout() {
                 UpstreamError::Timeout
             } else {
                 UpstreamError::Network(e.without_url().to_string())
             }
         })?;
+        metrics::counter!(crate::metrics::GITHUB_CALLS, "status" => response.status().as_u16().to_string())
+            .increment(1);
         let status = response.status();
         let h = response.headers().clone();
         let get = |name: &str| {
@@ -118,6 +133,13 @@ impl GithubClient {
             remaining: get("x-ratelimit-remaining"),
             reset: get("x-ratelimit-reset"),
         };
+        if let Some(remaining) = rate_limit
+            .remaining
+            .as_deref()
+            .and_then(|r| r.parse::<f64>().ok())
+        {
+            metrics::gauge!(crate::metrics::GITHUB_RATE_REMAINING).set(remaining);
+        }
         if status == StatusCode::NOT_MODIFIED {
             return Ok(Upstream {
                 body: None,

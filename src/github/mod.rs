@@ -174,6 +174,7 @@ impl GithubService {
             etags: Default::default(),
             etag_capacity: config.etag_cache_entries,
             configure_limiter: Arc::new(crate::auth::ratelimit::Limiter::per_minute(
+                "github_configure_user",
                 config.configure_per_user_per_minute,
             )),
         }
@@ -338,6 +339,7 @@ impl GithubService {
             // 304: GitHub charged no rate limit; serve what we have.
             // A 304 may not repeat the Link header: the cached one stands.
             if let Some((_, body, page)) = cached {
+                metrics::counter!(crate::metrics::GITHUB_ETAG_HITS).increment(1);
                 upstream.body = Some(body);
                 upstream.page = page;
             }

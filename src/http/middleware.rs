@@ -32,16 +32,41 @@ pub async fn request_context(
     // One field: every line logged inside the request carries the id; the
     // method and route go on the access-log line itself (fewer fields to
     // format for every request).
-    let span = tracing::info_span!("request", request_id = %id);
+    // Two fields on every line of the request: its id and its trace id.
+    // With OTLP export on, the span is also the trace's server span.
+    // Route templates only: an unknown path is "unmatched", never itself.
+    let template = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let span = if crate::trace::exporting() {
+        // The name is set here: the span is started by `join` below.
+        tracing::info_span!(
+            "request",
+            request_id = %id,
+            trace_id = tracing::field::Empty,
+            otel.kind = "server",
+            otel.name = %format_args!("{method} {template}"),
+            http.request.method = %method,
+            http.route = template,
+            http.response.status_code = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!("request", request_id = %id, trace_id = tracing::field::Empty)
+    };
+    let joined = crate::trace::join(request.headers(), &span);
     let started = Instant::now();
+    let metered = crate::metrics::enabled();
+    if metered {
+        metrics::gauge!(crate::metrics::HTTP_IN_FLIGHT).increment(1.0);
+    }
 
     let mut response = request_id::scope(
         id.clone(),
-        async move {
-            let response = next.run(request).await;
-            into_json_error(response)
-        }
-        .instrument(span.clone()),
+        joined.run(
+            async move {
+                let response = next.run(request).await;
+                into_json_error(response)
+            }
+            .instrument(span.clone()),
+        ),
     )
     .await;
 
@@ -51,7 +76,14 @@ pub async fn request_context(
         .or(raw_path.as_deref())
         .unwrap_or_default();
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    if metered {
+        crate::metrics::http_request(template, &method, status, elapsed);
+    }
+    if crate::trace::exporting() {
+        span.record("http.response.status_code", status);
+    }
     span.in_scope(|| {
         // Probes hit every few seconds (and 503 is a normal answer while
         // starting or draining): keep them out of the info log.

@@ -224,6 +224,7 @@ impl Identity {
                 "X.509-SVID rotated"
             );
             self.inner.current.send_replace(info.clone());
+            metrics::counter!(crate::metrics::SVID_ROTATIONS).increment(1);
             return Some(Ok(info));
         }
         None
@@ -262,6 +263,24 @@ impl Identity {
         &self.inner.source
     }
 
+    /// Whether the Workload API's socket accepts a connection now (for
+    /// `/metrics`: the source reconnects on its own and does not say).
+    pub async fn workload_api_reachable(&self) -> bool {
+        let endpoint = &self.inner.endpoint;
+        let connect = async {
+            if let Some(path) = endpoint.strip_prefix("unix://") {
+                tokio::net::UnixStream::connect(path).await.is_ok()
+            } else if let Some(addr) = endpoint.strip_prefix("tcp://") {
+                tokio::net::TcpStream::connect(addr).await.is_ok()
+            } else {
+                false
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(500), connect)
+            .await
+            .unwrap_or(false)
+    }
+
     /// Seconds until the current X.509-SVID expires (negative once expired).
     pub fn svid_expiry_seconds(&self) -> f64 {
         let remaining = self.current().not_after - OffsetDateTime::now_utc();
@@ -293,6 +312,13 @@ impl Identity {
                 }),
                 _ => Ok(svid),
             });
+        let outcome = if fetched.is_ok() {
+            "success"
+        } else {
+            "failure"
+        };
+        metrics::counter!(crate::metrics::JWT_SVID_FETCHES, "audience" => key.join(" "), "outcome" => outcome)
+            .increment(1);
         match fetched {
             Ok(svid) => {
                 self.inner.jwt_error.lock().expect("jwt lock").take();

@@ -18,6 +18,9 @@ pub struct TestApp {
     pub handle: JoinHandle<Result<(), precinct::app::AppError>>,
     /// `GET /metrics`, when METRICS_ADDR was set.
     pub metrics_addr: Option<SocketAddr>,
+    /// The credentials the application holds now (database password,
+    /// OpenBao tokens), for log scans.
+    pub secrets: std::sync::Arc<dyn Fn() -> Vec<String> + Send + Sync>,
 }
 
 impl TestApp {
@@ -85,9 +88,11 @@ pub async fn spawn_app_with_routes(
     let shutdown = app.shutdown_trigger();
     let db = app.db();
     let metrics_addr = app.metrics_addr();
+    let secrets = app.secrets_for_tests();
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
         metrics_addr,
+        secrets,
         db,
         addr,
         client: http(),
@@ -156,6 +161,7 @@ pub fn init_logs() {
             std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into())
         ),
         access: precinct::config::AccessLog::All,
+        otlp: None,
     });
 }
 

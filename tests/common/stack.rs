@@ -69,6 +69,15 @@ pub fn with_db(url: &str, db: &str) -> String {
 
 impl Stack {
     pub async fn start(lifetimes: Lifetimes) -> Stack {
+        Self::start_with_agent(lifetimes, |_| {}).await
+    }
+
+    /// As [`Stack::start`], with the dev agent's settings tweaked (e.g.
+    /// short-lived SVIDs).
+    pub async fn start_with_agent(
+        lifetimes: Lifetimes,
+        tweak: impl FnOnce(&mut precinct::devagent::DevAgentConfig),
+    ) -> Stack {
         let bin = bao_bin();
         assert!(
             bin.exists(),
@@ -76,7 +85,7 @@ impl Stack {
             bin.display()
         );
         let dir = tempfile::tempdir().unwrap();
-        let agent = super::start_agent(dir.path(), |_| {}).await;
+        let agent = super::start_agent(dir.path(), tweak).await;
         let admin_url = admin_url();
         let db_name = format!(
             "precinct_t_{}",

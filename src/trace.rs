@@ -1,0 +1,101 @@
+//! W3C trace context. A request joins its caller's trace (a valid
+//! `traceparent`) or starts one; the trace id is on every log line of the
+//! request, and calls to OpenBao and GitHub carry `traceparent` on.
+//!
+//! With OTLP export on, the spans are OpenTelemetry spans (the request's is
+//! a server span whose parent is the caller's); with it off, no span is
+//! exported and the context is only passed along: a caller's trace id still
+//! reaches our logs and our upstreams, for the price of parsing one header.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::http::HeaderMap;
+use opentelemetry::{
+    Context,
+    propagation::TextMapPropagator,
+    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId},
+};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+tokio::task_local! {
+    /// The request's context when nothing exports spans.
+    static PASSED: Context;
+}
+
+pub(crate) fn set_exporting() {
+    EXPORTING.store(true, Ordering::Relaxed);
+}
+
+/// Whether spans are exported over OTLP.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// The trace a request joined: see [`join`].
+pub struct Joined(Option<Context>);
+
+/// Makes `span` (a request's) join the caller's trace and records its
+/// `trace_id` field; [`Joined::run`] then serves the request in it.
+pub fn join(headers: &HeaderMap, span: &tracing::Span) -> Joined {
+    let caller = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    let remote = caller.span().span_context().clone();
+    if exporting() {
+        if remote.is_valid() {
+            let _ = span.set_parent(caller);
+        }
+        let trace_id = span.context().span().span_context().trace_id();
+        span.record("trace_id", tracing::field::display(trace_id));
+        return Joined(None);
+    }
+    // Not exporting: keep the caller's trace (or start one) and pass it on
+    // with a span id of our own, as an intermediary that does not record.
+    let (trace_id, flags) = if remote.is_valid() {
+        (remote.trace_id(), remote.trace_flags())
+    } else {
+        let fresh = TraceId::from_bytes(rand::random::<u128>().to_be_bytes());
+        (fresh, TraceFlags::default())
+    };
+    span.record("trace_id", tracing::field::display(trace_id));
+    let ours = SpanContext::new(
+        trace_id,
+        SpanId::from_bytes(rand::random::<u64>().to_be_bytes()),
+        flags,
+        true,
+        remote.trace_state().clone(),
+    );
+    Joined(Some(Context::new().with_remote_span_context(ours)))
+}
+
+impl Joined {
+    pub async fn run<F: Future>(self, fut: F) -> F::Output {
+        match self.0 {
+            Some(cx) => PASSED.scope(cx, fut).await,
+            None => fut.await,
+        }
+    }
+}
+
+/// Adds `traceparent` (and `tracestate`) for the current span to an
+/// outgoing request's headers.
+pub fn inject(headers: &mut HeaderMap) {
+    let cx = if exporting() {
+        tracing::Span::current().context()
+    } else {
+        match PASSED.try_with(Context::clone) {
+            Ok(cx) => cx,
+            Err(_) => return,
+        }
+    };
+    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+}
+
+/// A `traceparent` header value for the current context, if any.
+pub fn traceparent() -> Option<axum::http::HeaderValue> {
+    let mut headers = HeaderMap::new();
+    inject(&mut headers);
+    headers.remove("traceparent")
+}
