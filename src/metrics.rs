@@ -169,6 +169,9 @@ const HTTP_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// The process-wide recorder (installed once; every application in the
 /// process, tests included, records into it).
 pub fn handle() -> PrometheusHandle {
@@ -293,6 +296,20 @@ pub fn spawn(
         owners,
     };
     ENABLED.store(true, Ordering::Relaxed);
+    // Histogram samples wait in buckets until drained: without a scrape
+    // (no Prometheus yet, a scrape config gone) they would grow with every
+    // request. Upkeep drains them on its own schedule.
+    let upkeep = sources.handle.clone();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => upkeep.run_upkeep(),
+            }
+        }
+    });
     let app = Router::new()
         .route("/metrics", get(render))
         .with_state(sources);

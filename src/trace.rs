@@ -99,3 +99,71 @@ pub fn traceparent() -> Option<axum::http::HeaderValue> {
     inject(&mut headers);
     headers.remove("traceparent")
 }
+
+/// A root span for background work (a rotation, a renewal, a key refresh):
+/// its log lines carry a trace id of their own, its OpenBao calls carry it
+/// on, and with OTLP export on it is exported as a trace of its own.
+pub fn root_span(name: &'static str) -> tracing::Span {
+    let span = if exporting() {
+        tracing::info_span!(parent: None, "task", task = name, trace_id = tracing::field::Empty, otel.name = name)
+    } else {
+        tracing::info_span!(parent: None, "task", task = name, trace_id = tracing::field::Empty)
+    };
+    let trace_id = if exporting() {
+        span.context().span().span_context().trace_id()
+    } else {
+        TraceId::from_bytes(rand::random::<u128>().to_be_bytes())
+    };
+    span.record("trace_id", tracing::field::display(trace_id));
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    /// What an upstream receives when a request came with `incoming`
+    /// (export off, as in unit tests).
+    async fn passed_on(incoming: Option<&str>) -> Vec<String> {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = incoming {
+            headers.insert("traceparent", value.parse().unwrap());
+        }
+        let span = tracing::info_span!("request", trace_id = tracing::field::Empty);
+        let sent = join(&headers, &span)
+            .run(async { traceparent().map(|v| v.to_str().unwrap().to_string()) })
+            .await
+            .expect("a traceparent is passed on");
+        sent.split('-').map(str::to_string).collect()
+    }
+
+    #[tokio::test]
+    async fn a_callers_trace_is_passed_on_with_a_span_id_of_ours() {
+        let cases = [
+            // (incoming, keeps the caller's trace, flags sent)
+            (Some(format!("00-{TRACE}-00f067aa0ba902b7-01")), true, "01"),
+            (Some(format!("00-{TRACE}-00f067aa0ba902b7-00")), true, "00"),
+            (None, false, "00"),
+            (Some("garbage".to_string()), false, "00"),
+            (Some(format!("00-{TRACE}-0000000000000000-01")), false, "00"),
+            (Some(format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32))), false, "00"),
+        ];
+        for (incoming, keeps, flags) in cases {
+            let parts = passed_on(incoming.as_deref()).await;
+            assert_eq!(parts.len(), 4, "{incoming:?}");
+            assert_eq!(parts[0], "00");
+            assert_eq!(parts[1] == TRACE, keeps, "{incoming:?} → {parts:?}");
+            assert_eq!(parts[1].len(), 32);
+            assert_ne!(parts[1], "0".repeat(32), "a valid trace id");
+            assert_ne!(parts[2], "00f067aa0ba902b7", "our own span id");
+            assert_eq!(parts[3], flags, "{incoming:?}");
+        }
+    }
+
+    #[test]
+    fn outside_a_request_nothing_is_sent() {
+        assert!(traceparent().is_none());
+    }
+}

@@ -15,6 +15,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use tracing::Instrument;
 
 use arc_swap::ArcSwap;
 use base64::{
@@ -199,7 +200,7 @@ pub async fn run(
         history.last_attempt = Some(attempt);
         let fetched = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = source.fetch() => r,
+            r = source.fetch().instrument(crate::trace::root_span("signing key refresh")) => r,
         };
         match fetched {
             Ok(set) => {

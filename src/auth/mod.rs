@@ -197,6 +197,7 @@ impl AuthService {
     ) -> Result<Tokens, AuthError> {
         if let Err(retry_after) = self.limiter.check(meta.client_ip, username) {
             metrics::counter!(crate::metrics::LOGINS, "outcome" => "rate_limited").increment(1);
+            tracing::debug!(event = "login_rate_limited", client_ip = %meta.client_ip, "login refused by a rate limit");
             return Err(self.rate_limited("login", retry_after, meta).await);
         }
         // A lost connection before the commit runs the login again; a
@@ -235,6 +236,9 @@ impl AuthService {
             } else {
                 "unknown_user"
             };
+            // No username: a typo'd password pasted as the username would
+            // otherwise land in the logs. The audit row keeps the user id.
+            tracing::info!(event = "login_failed", reason, client_ip = %meta.client_ip, "login failed");
             audit::record(
                 &*pool,
                 "login",

@@ -12,6 +12,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{BaoClient, BaoError};
 use crate::{
@@ -112,7 +113,10 @@ impl Session {
                     _ = tokio::time::sleep_until(wake.into()) => {}
                 }
                 let client = this.client();
-                let renewed = client.renew_self().await;
+                let renewed = client
+                    .renew_self()
+                    .instrument(crate::trace::root_span("openbao session renewal"))
+                    .await;
                 let outcome = if renewed.is_ok() { "success" } else { "failure" };
                 metrics::counter!(crate::metrics::OPENBAO_RENEWALS, "outcome" => outcome).increment(1);
                 let relogin = match renewed {
@@ -139,7 +143,10 @@ impl Session {
                     }
                 };
                 if relogin {
-                    match BaoClient::login(client.config(), &identity).await {
+                    match BaoClient::login(client.config(), &identity)
+                        .instrument(crate::trace::root_span("openbao session login"))
+                        .await
+                    {
                         Ok(fresh) => {
                             metrics::counter!(crate::metrics::OPENBAO_RELOGINS, "outcome" => "success").increment(1);
                             expires_at = fresh.logged_in + fresh.token_ttl;

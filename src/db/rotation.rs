@@ -7,6 +7,7 @@ use std::{
     sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
+use tracing::Instrument;
 
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -119,8 +120,14 @@ impl Engine {
                 panic!("injected rotation panic (fault-injection)");
             }
             match plan::plan(&self.state, &self.policy, Instant::now()) {
-                Next::Rotate(trigger) => self.rotate(trigger).await,
-                Next::Renew(what) => self.renew(what).await,
+                Next::Rotate(trigger) => {
+                    let span = crate::trace::root_span("db rotation");
+                    self.rotate(trigger).instrument(span).await
+                }
+                Next::Renew(what) => {
+                    let span = crate::trace::root_span("db renewal");
+                    self.renew(what).instrument(span).await
+                }
                 Next::Retry(until) | Next::Wait(until) => {
                     tokio::select! {
                         _ = self.cancel.cancelled() => break,
@@ -135,7 +142,8 @@ impl Engine {
         }
         // Shutting down: retire the serving generation cleanly.
         if let Some(g) = self.db.inner.current.swap(None) {
-            retire(g, self.policy.drain).await;
+            let span = crate::trace::root_span("db retirement");
+            retire(g, self.policy.drain).instrument(span).await;
         }
     }
 
@@ -462,11 +470,26 @@ pub(super) async fn retire(old: Arc<Tracked<Generation>>, drain_timeout: Duratio
         );
     }
     // Revocation terminates the role's remaining sessions and drops it.
-    if let Err(e) = old.bao.revoke_lease(&old.lease_id).await {
-        tracing::warn!(generation = old.id, error = %e, "could not revoke the old lease; revoking its token");
+    // A refusal (403/400) means the token is gone already (expired, or an
+    // OpenBao that lost its state): its leases went with it. Normal, not a
+    // warning.
+    match old.bao.revoke_lease(&old.lease_id).await {
+        Ok(()) => {}
+        Err(e) if e.is_refusal() => {
+            tracing::info!(event = "lease_already_gone", generation = old.id, error = %e, "old lease not revocable: its token is gone, and the lease with it");
+        }
+        Err(e) => {
+            tracing::warn!(generation = old.id, error = %e, "could not revoke the old lease; revoking its token");
+        }
     }
-    if let Err(e) = old.bao.revoke_self().await {
-        tracing::warn!(generation = old.id, error = %e, "could not revoke the old token; it expires on its own");
+    match old.bao.revoke_self().await {
+        Ok(()) => {}
+        Err(e) if e.is_refusal() => {
+            tracing::info!(generation = old.id, error = %e, "old token already gone");
+        }
+        Err(e) => {
+            tracing::warn!(generation = old.id, error = %e, "could not revoke the old token; it expires on its own");
+        }
     }
     tracing::info!(event = "generation_retired", generation = old.id, role = %old.username, drained_in = ?started.elapsed(), "old generation retired");
 }
