@@ -19,7 +19,9 @@ import yaml
 CRD = pathlib.Path("k8s/dev/spire/crd-clusterspiffeid.yaml")
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 custom = [d for d in docs if d["kind"] == "ClusterSPIFFEID"]
-core = [d for d in docs if d["kind"] != "ClusterSPIFFEID"]
+# Prometheus Operator objects: scripts/check-crds.mjs validates them.
+operator = [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
+core = [d for d in docs if d["kind"] != "ClusterSPIFFEID" and d not in operator]
 pathlib.Path(sys.argv[2]).write_text(yaml.safe_dump_all(core))
 
 
@@ -58,6 +60,10 @@ assert grace > 5 + 20 + 55, f"terminationGracePeriodSeconds {grace} shorter than
 # Metrics on their own port, never behind the public Service.
 assert any(p["name"] == "metrics" and p["containerPort"] == 9090 for p in c["ports"]), c["ports"]
 for svc in (d for d in docs if d["kind"] == "Service" and d["metadata"]["namespace"] == "99-apps"):
+    if svc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "metrics":
+        # The monitoring component's metrics-only Service (check-monitoring.py).
+        assert svc["spec"].get("clusterIP") == "None", "the metrics Service must be headless"
+        continue
     exposed = {p.get("targetPort") for p in svc["spec"]["ports"]} | {p["port"] for p in svc["spec"]["ports"]}
     assert not exposed & {"metrics", 9090}, f"Service {svc['metadata']['name']} exposes metrics"
 

@@ -24,6 +24,23 @@ for overlay in k8s/base k8s/dev; do
   "$VENV_DIR/bin/python" scripts/check-manifests.py "$rendered" "$out/core.yaml"
   "$VENV_DIR/bin/kubernetes-validate" --strict --quiet "$out/core.yaml"
 done
+log "k8s/components/monitoring over k8s/base (CRD schemas, promtool, runbooks)"
+ensure_promtool
+ensure_k8s_models
+# An overlay as a user writes one (kustomize wants relative paths).
+mkdir -p "$out/monitoring"
+rel="$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$ROOT/k8s" "$out/monitoring")"
+printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: ["%s/base"]\ncomponents: ["%s/components/monitoring"]\n' \
+  "$rel" "$rel" >"$out/monitoring/kustomization.yaml"
+kubectl kustomize "$out/monitoring" >"$out/monitoring.yaml"
+"$VENV_DIR/bin/python" scripts/check-manifests.py "$out/monitoring.yaml" "$out/monitoring-core.yaml"
+"$VENV_DIR/bin/kubernetes-validate" --strict --quiet "$out/monitoring-core.yaml"
+cp scripts/check-crds.mjs "$ROOT/.dev/npm/check-crds.mjs"
+node "$ROOT/.dev/npm/check-crds.mjs" "$out/monitoring.yaml"
+"$VENV_DIR/bin/python" scripts/check-monitoring.py "$out/monitoring.yaml" "$out/rules.yaml"
+"$PROMTOOL" check rules "$out/rules.yaml"
+cp scripts/alerts-test.yaml "$out/alerts-test.yaml"
+"$PROMTOOL" test rules "$out/alerts-test.yaml"
 log "k8s/dev wiring (SPIRE, OpenBao, PostgreSQL, backend agree)"
 "$VENV_DIR/bin/python" scripts/check-dev-wiring.py "$out/dev.yaml"
 log "Tiltfile"

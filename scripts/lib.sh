@@ -126,6 +126,42 @@ ensure_schemathesis() {
     || "$VENV_DIR/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 }
 
+# promtool (checks and unit-tests the alert rules), from Debian's prometheus
+# package, unpacked into .dev/tools: nothing is installed or started.
+ensure_promtool() {
+  PROMTOOL="$ROOT/.dev/tools/promtool"
+  [ -x "$PROMTOOL" ] && return
+  log "fetching promtool (Debian's prometheus package, unpacked only)"
+  if [ -z "${_APT_UPDATED:-}" ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    _APT_UPDATED=1
+  fi
+  local tmp
+  tmp="$(mktemp -d)"
+  # _apt cannot write into a private temporary directory: let it.
+  chmod 777 "$tmp"
+  (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1) || die "apt-get download prometheus failed"
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+  mkdir -p "$ROOT/.dev/tools"
+  cp "$tmp/root/usr/bin/promtool" "$PROMTOOL"
+  rm -rf "$tmp"
+}
+
+# The Prometheus Operator's CRD schemas (npm @kubernetes-models, pinned),
+# for the monitoring component's static validation.
+K8S_MODELS_VERSION="${K8S_MODELS_VERSION:-6.0.0}"
+ensure_k8s_models() {
+  need_cmd npm npm
+  local dir="$ROOT/.dev/npm"
+  [ -f "$dir/node_modules/@kubernetes-models/prometheus-operator/package.json" ] \
+    && grep -q "\"version\": \"$K8S_MODELS_VERSION\"" "$dir/node_modules/@kubernetes-models/prometheus-operator/package.json" \
+    && return
+  log "installing @kubernetes-models/prometheus-operator $K8S_MODELS_VERSION (npm, into .dev/npm)"
+  mkdir -p "$dir"
+  npm install --prefix "$dir" --silent --no-audit --no-fund --no-save \
+    "@kubernetes-models/prometheus-operator@$K8S_MODELS_VERSION" "yaml@2.8.1" >/dev/null
+}
+
 # cargo-deny, pinned; `cargo install` compiles it once (a few minutes on two
 # cores) into ~/.cargo/bin.
 CARGO_DENY_VERSION="${CARGO_DENY_VERSION:-0.20.2}"

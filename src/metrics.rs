@@ -197,6 +197,7 @@ pub fn handle() -> PrometheusHandle {
             for (name, help) in GAUGES {
                 metrics::describe_gauge!(*name, *help);
             }
+            zero_counters();
             metrics::gauge!(
                 "precinct_build_info",
                 "version" => crate::build_info::VERSION,
@@ -207,6 +208,43 @@ pub fn handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Counters exist at 0 from the start: `increase()` cannot see a series
+/// whose first sample is already 1, so an alert on a first failure would
+/// never fire (scripts/alerts-test.yaml tests the alerts this way).
+fn zero_counters() {
+    use crate::db::{Renewal, Trigger};
+    for trigger in Trigger::ALL {
+        for outcome in ["success", "failure"] {
+            metrics::counter!(ROTATIONS, "trigger" => trigger.as_str(), "outcome" => outcome)
+                .increment(0);
+        }
+    }
+    for outcome in ["success", "failure"] {
+        for what in [Renewal::Token, Renewal::Lease] {
+            metrics::counter!(RENEWALS, "what" => what.as_str(), "outcome" => outcome).increment(0);
+        }
+        metrics::counter!(OPENBAO_RENEWALS, "outcome" => outcome).increment(0);
+        metrics::counter!(OPENBAO_RELOGINS, "outcome" => outcome).increment(0);
+        metrics::counter!(KEY_REFRESHES, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["success", "invalid_credentials", "rate_limited", "error"] {
+        metrics::counter!(LOGINS, "outcome" => outcome).increment(0);
+    }
+    for limiter in [
+        "login_ip",
+        "login_username_ip",
+        "login_username",
+        "register_ip",
+        "github_configure_user",
+    ] {
+        metrics::counter!(RATE_LIMITED, "limiter" => limiter).increment(0);
+    }
+    metrics::counter!(REFRESH_REUSE).increment(0);
+    metrics::counter!(SVID_ROTATIONS).increment(0);
+    metrics::counter!(GITHUB_ETAG_HITS).increment(0);
+    metrics::counter!(CONNECTION_RETRIES).increment(0);
 }
 
 /// Whether a recorder is installed: without `METRICS_ADDR` nothing records,

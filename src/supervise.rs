@@ -69,6 +69,9 @@ impl Supervisor {
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        // Exported at 0 from the start, so that a first failure shows as an
+        // increase.
+        metrics::counter!(crate::metrics::TASK_FAILURES, "task" => name).increment(0);
         let this = self.clone();
         let handle = tokio::spawn(task);
         self.tasks.spawn(async move {

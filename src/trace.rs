@@ -148,7 +148,11 @@ mod tests {
             (None, false, "00"),
             (Some("garbage".to_string()), false, "00"),
             (Some(format!("00-{TRACE}-0000000000000000-01")), false, "00"),
-            (Some(format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32))), false, "00"),
+            (
+                Some(format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32))),
+                false,
+                "00",
+            ),
         ];
         for (incoming, keeps, flags) in cases {
             let parts = passed_on(incoming.as_deref()).await;

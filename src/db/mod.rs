@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 pub use generation::{Generation, GenerationInfo, connect_options};
 pub use migrate::{MIGRATOR, migrate};
-pub use plan::Trigger;
+pub use plan::{Renewal, Trigger};
 pub use rotation::spawn;
 
 use crate::{
@@ -71,6 +71,7 @@ where
 {
     match op().await {
         Err(e) if e.is_disconnected() => {
+            metrics::counter!(crate::metrics::CONNECTION_RETRIES).increment(1);
             tracing::info!(
                 event = "db_connection_lost",
                 "database connection lost before commit; retrying on a fresh connection"

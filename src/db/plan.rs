@@ -23,6 +23,16 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// Every trigger (metrics export each at zero from the start).
+    pub const ALL: [Trigger; 6] = [
+        Trigger::Initial,
+        Trigger::Interval,
+        Trigger::Lease,
+        Trigger::Token,
+        Trigger::Signal,
+        Trigger::RoleInvalid,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Initial => "initial",
