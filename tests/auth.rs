@@ -492,6 +492,82 @@ async fn a_signing_key_rotation_needs_no_restart_and_keeps_old_tokens_valid() {
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
 }
 
+/// docs/runbooks.md, "Signing key compromise", step by step: rotate the
+/// Transit key, retire the compromised version, revoke every refresh family.
+#[tokio::test]
+async fn a_compromised_signing_key_is_retired_and_every_session_revoked() {
+    let (stack, app) = start(&[("AUTH_SIGNING_KEY_REFRESH", "1s")]).await;
+    assert_eq!(
+        register(&app, "mallory_v", PASSWORD).await.status(),
+        StatusCode::CREATED
+    );
+    let stolen: Value = login(&app, "mallory_v", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let stolen_access = stolen["access_token"].as_str().unwrap().to_string();
+    let stolen_refresh = stolen["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(me(&app, &stolen_access).await.status(), StatusCode::OK);
+
+    // 1. Rotate. 2. Retire every version before the new one.
+    let key = "transit/keys/precinct-access-token";
+    let r = stack
+        .bao_root(reqwest::Method::POST, &format!("{key}/rotate"), json!({}))
+        .await;
+    assert!(r.status().is_success());
+    let r = stack
+        .bao_root(
+            reqwest::Method::POST,
+            &format!("{key}/config"),
+            json!({"min_decryption_version": 2}),
+        )
+        .await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    // 3. Revoke every refresh family.
+    let mut admin = stack.admin().await;
+    sqlx::query("UPDATE precinct.refresh_families SET revoked_at = now() WHERE revoked_at IS NULL")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    // Within AUTH_SIGNING_KEY_REFRESH the old version is gone: its tokens
+    // are refused, whatever the verified-token cache held.
+    let started = Instant::now();
+    common::eventually(Duration::from_secs(10), "the retired key's token refused", || {
+        let (app, token) = (&app, &stolen_access);
+        async move { me(app, token).await.status() == StatusCode::UNAUTHORIZED }
+    })
+    .await;
+    println!(
+        "retired signing key: its token refused {:?} after min_decryption_version",
+        started.elapsed()
+    );
+    let refresh = common::post_json(
+        &app,
+        "/api/v1/auth/refresh",
+        json!({"refresh_token": stolen_refresh}),
+    )
+    .await;
+    assert_eq!(refresh.status(), StatusCode::UNAUTHORIZED, "revoked family");
+    let jwks: Value = common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, ["precinct-access-token-v2"]);
+    // The user logs in again, with the new key.
+    let fresh: Value = login(&app, "mallory_v", PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let fresh = fresh["access_token"].as_str().unwrap();
+    assert_eq!(me(&app, fresh).await.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn logins_are_rate_limited_per_username_with_retry_after() {
     let (_stack, app) = start(&[("AUTH_LOGIN_RATE_PER_USERNAME", "3")]).await;
