@@ -534,10 +534,14 @@ async fn a_compromised_signing_key_is_retired_and_every_session_revoked() {
     // Within AUTH_SIGNING_KEY_REFRESH the old version is gone: its tokens
     // are refused, whatever the verified-token cache held.
     let started = Instant::now();
-    common::eventually(Duration::from_secs(10), "the retired key's token refused", || {
-        let (app, token) = (&app, &stolen_access);
-        async move { me(app, token).await.status() == StatusCode::UNAUTHORIZED }
-    })
+    common::eventually(
+        Duration::from_secs(10),
+        "the retired key's token refused",
+        || {
+            let (app, token) = (&app, &stolen_access);
+            async move { me(app, token).await.status() == StatusCode::UNAUTHORIZED }
+        },
+    )
     .await;
     println!(
         "retired signing key: its token refused {:?} after min_decryption_version",

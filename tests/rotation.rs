@@ -432,3 +432,67 @@ async fn the_openbao_configuration_is_idempotent() {
     assert_eq!(role["data"]["bound_subject"], common::SPIFFE_ID);
     assert_eq!(role["data"]["bound_audiences"], json!(["openbao"]));
 }
+
+/// Least privilege, asked of OpenBao itself: precinct's own tokens (the
+/// session's and the generation's) reach the paths its policy names and
+/// nothing beside them.
+#[tokio::test]
+async fn precincts_openbao_tokens_reach_only_the_paths_of_their_policy() {
+    let (stack, app) = common::stack::start_ready(&[]).await;
+    let tokens: Vec<String> = (app.secrets)()
+        .into_iter()
+        .filter(|s| s.starts_with("s."))
+        .collect();
+    assert_eq!(tokens.len(), 2, "the generation's and the session's token");
+    let http = common::http();
+    let status = |token: String, method: reqwest::Method, path: &'static str| {
+        let (http, url) = (http.clone(), format!("{}/v1/{path}", stack.bao_addr()));
+        async move {
+            http.request(method, url)
+                .header("X-Vault-Token", token)
+                .json(&serde_json::json!({"input": "aGk=", "data": {"x": "y"}}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    use reqwest::Method;
+    for token in tokens {
+        // Within the policy: allowed (an absent secret answers 404, not 403).
+        assert_eq!(
+            status(token.clone(), Method::GET, "secret/data/github/nobody").await,
+            404
+        );
+        assert_eq!(
+            status(
+                token.clone(),
+                Method::GET,
+                "transit/keys/precinct-access-token"
+            )
+            .await,
+            200
+        );
+        // Beside it: denied.
+        for (method, path) in [
+            (Method::GET, "secret/data/other/thing"),
+            (Method::POST, "secret/data/other/thing"),
+            (Method::GET, "secret/metadata/"),
+            (Method::POST, "transit/sign/another-key"),
+            (Method::POST, "transit/keys/precinct-access-token/rotate"),
+            (Method::GET, "database/creds/another-role"),
+            (Method::GET, "database/config/precinct"),
+            (Method::GET, "sys/policies/acl/precinct-backend"),
+            (Method::POST, "auth/token/create"),
+            (Method::GET, "sys/audit"),
+        ] {
+            assert_eq!(
+                status(token.clone(), method.clone(), path).await,
+                403,
+                "{method} {path}"
+            );
+        }
+    }
+    app.stop().await;
+}
