@@ -13,11 +13,6 @@ source "$(dirname "$0")/lib.sh"
 trap stop_started EXIT
 bench_setup
 
-CEILING_DIR="${CEILING_DIR:-$ROOT/../shared/bench/ceiling}"
-[ -f "$CEILING_DIR/Cargo.toml" ] || die "no ceiling at $CEILING_DIR (set CEILING_DIR)"
-log "building the ceiling (its folder is read-only: target in target/ceiling)"
-CARGO_TARGET_DIR="$ROOT/target/ceiling" cargo build --release --locked --quiet --manifest-path "$CEILING_DIR/Cargo.toml"
-
 ADDR="127.0.0.1:${BENCH_PORT:-8010}"
 CEILING_ADDR="127.0.0.1:${CEILING_PORT:-18200}"
 D="${BENCH_DURATION:-10}"
@@ -26,17 +21,11 @@ APP_ENV=development HTTP_ADDR="$ADDR" LOG_FORMAT=json ACCESS_LOG=errors \
   "$BIN" serve >"$DEV_DIR/backend.log" 2>&1 &
 app=$!
 STARTED_PIDS=("$app" "${STARTED_PIDS[@]}")
-DATABASE_URL="postgres://$PG_ADMIN_USER:$PG_ADMIN_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME" CEILING_ADDR="$CEILING_ADDR" \
-  "$ROOT/target/ceiling/release/ceiling" >"$DEV_DIR/ceiling.out" 2>&1 &
-STARTED_PIDS=("$!" "${STARTED_PIDS[@]}")
+start_ceiling
 wait_ready "$ADDR"
-for _ in $(seq 1 100); do [ -s "$DEV_DIR/ceiling.out" ] && curl -fsS "http://$CEILING_ADDR/api/v1/health" >/dev/null 2>&1 && break; sleep 0.1; done
-CEILING_TOKEN="$(head -1 "$DEV_DIR/ceiling.out")"
 login_body='{"username":"amy","password":"amy99"}'
 TOKEN="$(curl -fsS -X POST "http://$ADDR/api/v1/auth/login" -H 'content-type: application/json' -d "$login_body" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
-[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $CEILING_TOKEN" "http://$CEILING_ADDR/api/v1/auth/me")" = 200 ] \
-  || die "the ceiling's /me does not answer 200"
 
 me() { # me <label> <url> <token> <out>
   wrk -t2 -c16 -d"${D}s" --latency -H "Authorization: Bearer $3" "$2" >"$4"

@@ -22,11 +22,6 @@ source "$(dirname "$0")/lib.sh"
 trap stop_started EXIT
 bench_setup
 
-CEILING_DIR="${CEILING_DIR:-$ROOT/../shared/bench/ceiling}"
-[ -f "$CEILING_DIR/Cargo.toml" ] || die "no ceiling at $CEILING_DIR (set CEILING_DIR)"
-log "building the ceiling (its folder is read-only: target in target/ceiling)"
-CARGO_TARGET_DIR="$ROOT/target/ceiling" cargo build --release --locked --quiet --manifest-path "$CEILING_DIR/Cargo.toml"
-
 D="${BENCH_DURATION:-8}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 CEILING_ADDR="127.0.0.1:${CEILING_PORT:-18200}"
@@ -65,13 +60,9 @@ start plain
 start metrics METRICS_ADDR=127.0.0.1:19112
 start otlp METRICS_ADDR=127.0.0.1:19113 OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$SINK_PORT"
 [ -z "${BASELINE_BIN:-}" ] || start baseline
-DATABASE_URL="postgres://$PG_ADMIN_USER:$PG_ADMIN_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME" CEILING_ADDR="$CEILING_ADDR" \
-  "$ROOT/target/ceiling/release/ceiling" >"$DEV_DIR/ceiling.out" 2>&1 &
-PID[ceiling]=$!
-STARTED_PIDS=("$!" "${STARTED_PIDS[@]}")
+start_ceiling
+PID[ceiling]=$CEILING_PID
 for v in "${VARIANTS[@]}"; do wait_ready "${ADDR[$v]}"; done
-for _ in $(seq 1 100); do [ -s "$DEV_DIR/ceiling.out" ] && curl -fsS "http://$CEILING_ADDR/api/v1/health" >/dev/null 2>&1 && break; sleep 0.1; done
-CEILING_TOKEN="$(head -1 "$DEV_DIR/ceiling.out")"
 # One access token serves all three: same Transit key, same issuer.
 TOKEN="$(curl -fsS -X POST "http://${ADDR[plain]}/api/v1/auth/login" -H 'content-type: application/json' \
   -d '{"username":"amy","password":"amy99"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"

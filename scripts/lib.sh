@@ -270,6 +270,26 @@ bench_setup() {
   start_stack "$BIN" precinct_bench
 }
 
+# Builds and starts ../shared/bench/ceiling (CEILING_DIR), the reference
+# service, on $CEILING_ADDR; sets CEILING_PID and CEILING_TOKEN (its /me token).
+start_ceiling() {
+  CEILING_DIR="${CEILING_DIR:-$ROOT/../shared/bench/ceiling}"
+  [ -f "$CEILING_DIR/Cargo.toml" ] || die "no ceiling at $CEILING_DIR (set CEILING_DIR)"
+  log "building the ceiling (its folder is read-only: target in target/ceiling)"
+  CARGO_TARGET_DIR="$ROOT/target/ceiling" cargo build --release --locked --quiet --manifest-path "$CEILING_DIR/Cargo.toml"
+  DATABASE_URL="postgres://$PG_ADMIN_USER:$PG_ADMIN_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME" CEILING_ADDR="$CEILING_ADDR" \
+    "$ROOT/target/ceiling/release/ceiling" >"$DEV_DIR/ceiling.out" 2>&1 &
+  CEILING_PID=$!
+  STARTED_PIDS=("$CEILING_PID" "${STARTED_PIDS[@]}")
+  for _ in $(seq 1 100); do
+    [ -s "$DEV_DIR/ceiling.out" ] && curl -fsS "http://$CEILING_ADDR/api/v1/health" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  CEILING_TOKEN="$(head -1 "$DEV_DIR/ceiling.out")"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $CEILING_TOKEN" "http://$CEILING_ADDR/api/v1/auth/me")" = 200 ] \
+    || die "the ceiling's /me does not answer 200"
+}
+
 # Waits until the backend on $1 (host:port) reports ready.
 wait_ready() {
   for _ in $(seq 1 300); do

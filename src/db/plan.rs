@@ -598,16 +598,7 @@ mod tests {
 
     #[test]
     fn trigger_names_are_stable() {
-        let names: Vec<_> = [
-            Trigger::Initial,
-            Trigger::Interval,
-            Trigger::Lease,
-            Trigger::Token,
-            Trigger::Signal,
-            Trigger::RoleInvalid,
-        ]
-        .map(Trigger::as_str)
-        .into();
+        let names: Vec<_> = Trigger::ALL.map(Trigger::as_str).into();
         assert_eq!(
             names,
             [
