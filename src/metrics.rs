@@ -26,6 +26,7 @@ use crate::{bao::Session, db::Db, identity::Identity, readiness::Readiness};
 pub const ROTATIONS: &str = "precinct_db_rotations_total";
 pub const ROTATION_SECONDS: &str = "precinct_db_rotation_duration_seconds";
 pub const DRAIN_SECONDS: &str = "precinct_db_drain_duration_seconds";
+pub const ACQUIRE_SECONDS: &str = "precinct_db_pool_acquire_seconds";
 pub const GENERATION: &str = "precinct_db_generation";
 pub const LAST_ROTATION: &str = "precinct_db_last_rotation_success_timestamp_seconds";
 pub const CONNECTION_RETRIES: &str = "precinct_db_connection_retries_total";
@@ -109,6 +110,10 @@ const HISTOGRAMS: &[(&str, &str)] = &[
     ),
     (DRAIN_SECONDS, "Time a retired generation took to drain"),
     (
+        ACQUIRE_SECONDS,
+        "Wait for a pooled connection, sampled by the health check every DB_HEALTH_INTERVAL",
+    ),
+    (
         HTTP_SECONDS,
         "HTTP request latency by route template and method",
     ),
@@ -180,6 +185,8 @@ pub fn handle() -> PrometheusHandle {
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(HTTP_SECONDS.into()), HTTP_BUCKETS)
+                .expect("valid buckets")
+                .set_buckets_for_metric(Matcher::Full(ACQUIRE_SECONDS.into()), HTTP_BUCKETS)
                 .expect("valid buckets")
                 .set_buckets_for_metric(
                     Matcher::Suffix("duration_seconds".into()),

@@ -154,6 +154,8 @@ async fn metrics_are_served_apart_and_follow_rotations() {
     let key_age = sample(&text, "precinct_auth_signing_key_age_seconds", &[]).unwrap();
     assert!((0.0..3600.0).contains(&key_age), "{key_age}");
     assert!(sample(&text, "precinct_db_pool_connections", &[]) >= Some(1.0));
+    let acquires = sample(&text, "precinct_db_pool_acquire_seconds_count", &[]);
+    assert!(acquires >= Some(1.0), "acquire wait sampled: {acquires:?}");
 
     // The SVID expiry gauge follows the dev agent's rotations: within a
     // 4 s lifetime, and up again after each rotation.

@@ -526,10 +526,14 @@ async fn health_loop(db: Db, check: Check, cancel: CancellationToken) {
                 continue;
             }
         }
-        let probe = tokio::time::timeout(
-            db.config().acquire_timeout,
-            sqlx::query("select 1").execute(&g.pool),
-        )
+        // The probe acquires as a request does: its wait for a connection is
+        // the pool's acquire wait, sampled every health interval.
+        let probe = tokio::time::timeout(db.config().acquire_timeout, async {
+            let started = Instant::now();
+            let mut conn = g.pool.acquire().await?;
+            metrics::histogram!(m::ACQUIRE_SECONDS).record(started.elapsed().as_secs_f64());
+            sqlx::query("select 1").execute(&mut *conn).await
+        })
         .await;
         match probe {
             Ok(Ok(_)) => mark(&check, &g),
