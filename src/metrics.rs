@@ -302,6 +302,7 @@ async fn render(State(s): State<Sources>) -> impl IntoResponse {
     if let Some(session) = s.owners.session.as_ref().and_then(|s| s.get()) {
         metrics::gauge!("precinct_openbao_token_expiry_seconds").set(session.expiry_seconds());
     }
+    metrics::gauge!(HTTP_IN_FLIGHT).set(IN_FLIGHT.load(Ordering::Relaxed) as f64);
     let created = SIGNING_KEY_CREATED.load(Ordering::Relaxed);
     if created > 0 {
         let age = time::OffsetDateTime::now_utc().unix_timestamp() - created;
@@ -380,11 +381,62 @@ pub fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// Records one served request (the in-flight gauge was raised on entry).
+/// Requests being served: an atomic on the request path, a gauge at scrape.
+static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+
+/// Counts a request in; [`http_request`] counts it out.
+pub fn request_started() {
+    IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One route's handles, per method and status, resolved once per thread:
+/// the request path then pays a hash of the route and two atomic updates,
+/// never a registry lookup or an allocation.
+#[derive(Default)]
+struct RouteHandles {
+    counters: Vec<((&'static str, u16), metrics::Counter)>,
+    histograms: Vec<(&'static str, metrics::Histogram)>,
+}
+
+thread_local! {
+    static HANDLES: std::cell::RefCell<std::collections::HashMap<Box<str>, RouteHandles>> =
+        Default::default();
+}
+
+/// Records one served request (counted in by [`request_started`]).
 pub fn http_request(route: &str, method: &axum::http::Method, status: u16, elapsed: Duration) {
+    IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    let method = method_label(method);
+    HANDLES.with_borrow_mut(|routes| {
+        let handles = match routes.get_mut(route) {
+            Some(h) => h,
+            None => routes.entry(route.into()).or_default(),
+        };
+        let counter = match handles.counters.iter().find(|(k, _)| *k == (method, status)) {
+            Some((_, c)) => c,
+            None => {
+                let c = metrics::counter!(HTTP_REQUESTS, "route" => route.to_owned(), "method" => method, "status" => status.to_string());
+                handles.counters.push(((method, status), c));
+                &handles.counters.last().expect("just pushed").1
+            }
+        };
+        counter.increment(1);
+        let histogram = match handles.histograms.iter().find(|(m, _)| *m == method) {
+            Some((_, h)) => h,
+            None => {
+                let h = metrics::histogram!(HTTP_SECONDS, "route" => route.to_owned(), "method" => method);
+                handles.histograms.push((method, h));
+                &handles.histograms.last().expect("just pushed").1
+            }
+        };
+        histogram.record(elapsed.as_secs_f64());
+    });
+}
+
+/// Methods outside the standard set collapse into one label value.
+fn method_label(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
-    // Methods outside the standard set collapse into one label value.
-    let method = match *method {
+    match *method {
         Method::GET => "GET",
         Method::POST => "POST",
         Method::PUT => "PUT",
@@ -393,11 +445,5 @@ pub fn http_request(route: &str, method: &axum::http::Method, status: u16, elaps
         Method::HEAD => "HEAD",
         Method::OPTIONS => "OPTIONS",
         _ => "other",
-    };
-    let route = metrics::SharedString::from(route.to_owned());
-    metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!(HTTP_SECONDS, "route" => route, "method" => method)
-        .record(elapsed.as_secs_f64());
-    metrics::gauge!(HTTP_IN_FLIGHT).decrement(1.0);
+    }
 }

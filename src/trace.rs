@@ -35,31 +35,33 @@ pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
-/// The trace a request joined: see [`join`].
-pub struct Joined(Option<Context>);
+/// A request's place in a trace, read from its headers before its span
+/// exists (so that the span is created with its trace id, formatted once).
+pub struct Incoming {
+    caller: Context,
+    /// Not exporting: the context passed on (the caller's trace, or a new
+    /// one, with a span id of ours).
+    passed: Option<SpanContext>,
+}
 
-/// Makes `span` (a request's) join the caller's trace and records its
-/// `trace_id` field; [`Joined::run`] then serves the request in it.
-pub fn join(headers: &HeaderMap, span: &tracing::Span) -> Joined {
+/// Reads the caller's `traceparent` (an invalid one starts a fresh trace).
+pub fn incoming(headers: &HeaderMap) -> Incoming {
     let caller = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-    let remote = caller.span().span_context().clone();
     if exporting() {
-        if remote.is_valid() {
-            let _ = span.set_parent(caller);
-        }
-        let trace_id = span.context().span().span_context().trace_id();
-        span.record("trace_id", tracing::field::display(trace_id));
-        return Joined(None);
+        return Incoming {
+            caller,
+            passed: None,
+        };
     }
     // Not exporting: keep the caller's trace (or start one) and pass it on
     // with a span id of our own, as an intermediary that does not record.
+    let remote = caller.span().span_context().clone();
     let (trace_id, flags) = if remote.is_valid() {
         (remote.trace_id(), remote.trace_flags())
     } else {
         let fresh = TraceId::from_bytes(rand::random::<u128>().to_be_bytes());
         (fresh, TraceFlags::default())
     };
-    span.record("trace_id", tracing::field::display(trace_id));
     let ours = SpanContext::new(
         trace_id,
         SpanId::from_bytes(rand::random::<u64>().to_be_bytes()),
@@ -67,7 +69,37 @@ pub fn join(headers: &HeaderMap, span: &tracing::Span) -> Joined {
         true,
         remote.trace_state().clone(),
     );
-    Joined(Some(Context::new().with_remote_span_context(ours)))
+    Incoming {
+        caller: Context::new(),
+        passed: Some(ours),
+    }
+}
+
+/// The trace a request joined: see [`Incoming::join`].
+pub struct Joined(Option<Context>);
+
+impl Incoming {
+    /// The trace id, when known before the span (not exporting); exported
+    /// spans get theirs from the SDK, recorded by [`Incoming::join`].
+    pub fn trace_id(&self) -> Option<TraceId> {
+        self.passed.as_ref().map(SpanContext::trace_id)
+    }
+
+    /// Makes `span` (the request's) join the trace; [`Joined::run`] then
+    /// serves the request in it.
+    pub fn join(self, span: &tracing::Span) -> Joined {
+        match self.passed {
+            Some(ours) => Joined(Some(Context::new().with_remote_span_context(ours))),
+            None => {
+                if self.caller.span().span_context().is_valid() {
+                    let _ = span.set_parent(self.caller);
+                }
+                let trace_id = span.context().span().span_context().trace_id();
+                span.record("trace_id", tracing::field::display(trace_id));
+                Joined(None)
+            }
+        }
+    }
 }
 
 impl Joined {
@@ -126,13 +158,14 @@ mod tests {
 
     /// What an upstream receives when a request came with `incoming`
     /// (export off, as in unit tests).
-    async fn passed_on(incoming: Option<&str>) -> Vec<String> {
+    async fn passed_on(traceparent_in: Option<&str>) -> Vec<String> {
         let mut headers = HeaderMap::new();
-        if let Some(value) = incoming {
+        if let Some(value) = traceparent_in {
             headers.insert("traceparent", value.parse().unwrap());
         }
         let span = tracing::info_span!("request", trace_id = tracing::field::Empty);
-        let sent = join(&headers, &span)
+        let sent = incoming(&headers)
+            .join(&span)
             .run(async { traceparent().map(|v| v.to_str().unwrap().to_string()) })
             .await
             .expect("a traceparent is passed on");

@@ -29,16 +29,19 @@ pub async fn request_context(
     // routes log their raw path. MatchedPath is an Arc: no copy per request.
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let raw_path = matched.is_none().then(|| request.uri().path().to_string());
-    // One field: every line logged inside the request carries the id; the
-    // method and route go on the access-log line itself (fewer fields to
-    // format for every request).
-    // Two fields on every line of the request: its id and its trace id.
-    // With OTLP export on, the span is also the trace's server span.
+    // Two fields on every line of the request: its id and its trace id (the
+    // method and route go on the access-log line itself: fewer fields to
+    // format for every request). With OTLP export on, the span is also the
+    // trace's server span.
+    let incoming = crate::trace::incoming(request.headers());
     // Route templates only: an unknown path is "unmatched", never itself.
     let template = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let span = if crate::trace::exporting() {
-        // The name is set here: the span is started by `join` below.
-        tracing::info_span!(
+    let span = match incoming.trace_id() {
+        Some(trace_id) => {
+            tracing::info_span!("request", request_id = %id, trace_id = %trace_id)
+        }
+        // Exporting: the name is set here, the SDK starts the span in `join`.
+        None => tracing::info_span!(
             "request",
             request_id = %id,
             trace_id = tracing::field::Empty,
@@ -47,15 +50,13 @@ pub async fn request_context(
             http.request.method = %method,
             http.route = template,
             http.response.status_code = tracing::field::Empty,
-        )
-    } else {
-        tracing::info_span!("request", request_id = %id, trace_id = tracing::field::Empty)
+        ),
     };
-    let joined = crate::trace::join(request.headers(), &span);
+    let joined = incoming.join(&span);
     let started = Instant::now();
     let metered = crate::metrics::enabled();
     if metered {
-        metrics::gauge!(crate::metrics::HTTP_IN_FLIGHT).increment(1.0);
+        crate::metrics::request_started();
     }
 
     let mut response = request_id::scope(
