@@ -6,6 +6,7 @@
 //! a `watch` of the current SVID, readiness, and a JWT-SVID cache.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
+use tracing::Instrument;
 
 use crate::{
     config::IdentityConfig,
@@ -162,15 +163,18 @@ impl Identity {
                                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                             }
                         }
-                        match this.observe() {
+                        // Its lines (svid_rotated, identity_mismatch) carry a trace id.
+                        let span = crate::trace::root_span("svid update");
+                        match span.in_scope(|| this.observe()) {
                             Some(Ok(info)) => events
                                 .normal(
                                     "SvidRotated",
                                     "RotateSvid",
                                     format!("{}: serial {}, not after {}", info.spiffe_id, info.serial, info.not_after),
                                 )
+                                .instrument(span)
                                 .await,
-                            Some(Err(why)) => events.warning("IdentityMismatch", "WatchSvid", why).await,
+                            Some(Err(why)) => events.warning("IdentityMismatch", "WatchSvid", why).instrument(span).await,
                             None => {}
                         }
                     }
@@ -178,9 +182,11 @@ impl Identity {
                 }
                 let expired = this.current().not_after <= OffsetDateTime::now_utc();
                 if expired && !expired_reported {
-                    tracing::warn!(event = "identity_lost", endpoint = %this.inner.endpoint, "X.509-SVID expired and the Workload API has not delivered a new one; OpenBao token and database lease carry the instance");
+                    let span = crate::trace::root_span("svid expiry");
+                    span.in_scope(|| tracing::warn!(event = "identity_lost", endpoint = %this.inner.endpoint, "X.509-SVID expired and the Workload API has not delivered a new one; OpenBao token and database lease carry the instance"));
                     events
                         .warning("IdentityLost", "WatchSvid", format!("X.509-SVID expired; Workload API at {}", this.inner.endpoint))
+                        .instrument(span)
                         .await;
                 }
                 expired_reported = expired;
