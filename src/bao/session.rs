@@ -68,9 +68,15 @@ impl Session {
         }
     }
 
+    /// When the current token expires: the upkeep's schedule and the
+    /// `/metrics` gauge read the same value.
+    fn expires_at(&self) -> Instant {
+        *self.expires_at.lock().expect("expiry lock")
+    }
+
     /// Seconds until the session token expires (negative once expired).
     pub fn expiry_seconds(&self) -> f64 {
-        let at = *self.expires_at.lock().expect("expiry lock");
+        let at = self.expires_at();
         let now = Instant::now();
         if at >= now {
             (at - now).as_secs_f64()
@@ -94,9 +100,6 @@ impl Session {
         let cancel = supervisor.cancel().clone();
         supervisor.spawn("openbao-session", Lifetime::UntilCancelled, async move {
             let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-            let first = this.client();
-            let mut expires_at = first.logged_in + first.token_ttl;
-            drop(first);
             loop {
                 let ttl = this.client().token_ttl;
                 if ttl.is_zero() {
@@ -104,6 +107,7 @@ impl Session {
                     cancel.cancelled().await;
                     break;
                 }
+                let expires_at = this.expires_at();
                 let wake = expires_at
                     .checked_sub(ttl / 2)
                     .unwrap_or(expires_at)
@@ -123,8 +127,7 @@ impl Session {
                     // Granted less than half the TTL: the max TTL is near.
                     Ok(granted) if granted < client.token_ttl / 2 || !client.renewable => true,
                     Ok(granted) => {
-                        expires_at = Instant::now() + granted;
-                        this.set_expiry(expires_at);
+                        this.set_expiry(Instant::now() + granted);
                         check.set_ready();
                         backoff.reset();
                         false
@@ -134,7 +137,7 @@ impl Session {
                         true
                     }
                     Err(e) => {
-                        this.unreachable(&check, expires_at, &e);
+                        this.unreachable(&check, &e);
                         tokio::select! {
                             _ = cancel.cancelled() => break,
                             _ = tokio::time::sleep(backoff.next_delay()) => {}
@@ -149,8 +152,7 @@ impl Session {
                     {
                         Ok(fresh) => {
                             metrics::counter!(crate::metrics::OPENBAO_RELOGINS, "outcome" => "success").increment(1);
-                            expires_at = fresh.logged_in + fresh.token_ttl;
-                            this.set_expiry(expires_at);
+                            this.set_expiry(fresh.logged_in + fresh.token_ttl);
                             let old = this.current.swap(Tracked::new(fresh));
                             check.set_ready();
                             backoff.reset();
@@ -168,7 +170,7 @@ impl Session {
                         }
                         Err(e) => {
                             metrics::counter!(crate::metrics::OPENBAO_RELOGINS, "outcome" => "failure").increment(1);
-                            this.unreachable(&check, expires_at, &e);
+                            this.unreachable(&check, &e);
                             tokio::select! {
                                 _ = cancel.cancelled() => break,
                                 _ = tokio::time::sleep(backoff.next_delay()) => {}
@@ -181,9 +183,9 @@ impl Session {
         });
     }
 
-    fn unreachable(&self, check: &Check, expires_at: Instant, e: &BaoError) {
+    fn unreachable(&self, check: &Check, e: &BaoError) {
         tracing::warn!(error = %e, "OpenBao session upkeep failed; retrying");
-        if expires_at <= Instant::now() {
+        if self.expires_at() <= Instant::now() {
             check.set_not_ready(format!("token expired; {e}"));
         }
     }
