@@ -302,7 +302,6 @@ impl Application {
         self.addr
     }
 
-    /// Where `GET /metrics` answers (`METRICS_ADDR`).
     /// The credentials the application holds when called (the serving
     /// generation's database password and OpenBao token, the session
     /// token): tests scan logs for them.
@@ -318,6 +317,7 @@ impl Application {
         })
     }
 
+    /// Where `GET /metrics` answers (`METRICS_ADDR`).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
     }

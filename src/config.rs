@@ -117,7 +117,8 @@ pub struct LogConfig {
     pub format: LogFormat,
     pub filter: String,
     pub access: AccessLog,
-    /// Where spans go over OTLP (none: tracing is off and costs nothing).
+    /// Where spans go over OTLP (none: nothing is exported; requests still
+    /// carry a trace id in their logs and pass `traceparent` on).
     pub otlp: Option<OtlpConfig>,
 }
 
@@ -680,7 +681,6 @@ fn parse_cors(raw: &str) -> Result<CorsOrigins, String> {
     Ok(CorsOrigins::List(origins))
 }
 
-/// Typed access to variables, recording each name read.
 /// OTLP export is on when `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the full
 /// URL) or `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL, `/v1/traces` added, as
 /// the specification says) is set, unless `OTEL_SDK_DISABLED=true`. Only
@@ -720,6 +720,7 @@ fn otlp(v: &mut Vars<'_>) -> Result<Option<OtlpConfig>, ConfigError> {
     }))
 }
 
+/// Typed access to variables, recording each name read.
 pub(crate) struct Vars<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
     read: Vec<&'static str>,

@@ -15,7 +15,6 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use tracing::Instrument;
 
 use arc_swap::ArcSwap;
 use base64::{
@@ -25,6 +24,7 @@ use base64::{
 use jsonwebtoken::DecodingKey;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use vaultrs::api::transit::responses::ReadKeyData;
 
 use crate::{
@@ -150,16 +150,14 @@ impl KeySource {
             return Err(KeyFetchError::NotP256(self.key.clone()));
         };
         let mut keys = BTreeMap::new();
-        let mut entries_created = BTreeMap::new();
-        for (version, entry) in entries {
+        // The newest version's creation time, for the key-age gauge.
+        let mut newest: Option<(u64, &str)> = None;
+        for (version, entry) in &entries {
             let Ok(version) = version.parse::<u64>() else {
                 continue;
             };
-            if let Ok(at) = time::OffsetDateTime::parse(
-                &entry.creation_time,
-                &time::format_description::well_known::Rfc3339,
-            ) {
-                entries_created.insert(version, at.unix_timestamp());
+            if newest.is_none_or(|(v, _)| version > v) {
+                newest = Some((version, &entry.creation_time));
             }
             let (x, y) = ec_point_from_spki_pem(&entry.public_key)
                 .ok_or_else(|| KeyFetchError::NotP256(self.key.clone()))?;
@@ -168,9 +166,10 @@ impl KeySource {
             keys.insert(version, PublicKey { x, y, decoding });
         }
         let latest = keys.keys().max().copied().unwrap_or(0);
-        let created = entries_created.get(&latest).copied();
-        if let Some(created) = created {
-            crate::metrics::signing_key_created(created);
+        if let Some(created) = newest.and_then(|(_, at)| {
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+        }) {
+            crate::metrics::signing_key_created(created.unix_timestamp());
         }
         Ok(KeySet { keys, latest })
     }

@@ -86,10 +86,6 @@ impl BaoError {
     pub fn is_refusal(&self) -> bool {
         matches!(self, BaoError::Api { status, .. } if (400..500).contains(status))
     }
-
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, BaoError::Api { status: 404, .. })
-    }
 }
 
 /// An error and its causes, `a: b: c`: vaultrs's own message ("An error

@@ -25,6 +25,20 @@ struct Traced<'a> {
     traceparent: Option<HeaderValue>,
 }
 
+impl<'a> Traced<'a> {
+    /// The call's client span, and vaultrs's middleware plus the span's
+    /// `traceparent`.
+    fn span(client: &'a VaultClient, operation: &'static str) -> (tracing::Span, Self) {
+        let span = tracing::info_span!("openbao", otel.kind = "client", otel.name = operation);
+        let traceparent = span.in_scope(crate::trace::traceparent);
+        let middleware = Traced {
+            inner: client.middle(),
+            traceparent,
+        };
+        (span, middleware)
+    }
+}
+
 impl MiddleWare for Traced<'_> {
     fn request<E: Endpoint>(&self, e: &E, req: &mut Request<Vec<u8>>) -> Result<(), RestError> {
         self.inner.request(e, req)?;
@@ -49,11 +63,7 @@ where
     E: Endpoint,
     E::Response: DeserializeOwned + Send + Sync,
 {
-    let span = tracing::info_span!("openbao", otel.kind = "client", otel.name = operation);
-    let middleware = Traced {
-        inner: client.middle(),
-        traceparent: span.in_scope(crate::trace::traceparent),
-    };
+    let (span, middleware) = Traced::span(client, operation);
     let response = endpoint
         .with_middleware(&middleware)
         .exec(client.http())
@@ -73,11 +83,7 @@ pub async fn empty<E: Endpoint>(
     operation: &'static str,
     endpoint: E,
 ) -> Result<(), ClientError> {
-    let span = tracing::info_span!("openbao", otel.kind = "client", otel.name = operation);
-    let middleware = Traced {
-        inner: client.middle(),
-        traceparent: span.in_scope(crate::trace::traceparent),
-    };
+    let (span, middleware) = Traced::span(client, operation);
     endpoint
         .with_middleware(&middleware)
         .exec(client.http())

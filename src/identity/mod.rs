@@ -6,7 +6,6 @@
 //! a `watch` of the current SVID, readiness, and a JWT-SVID cache.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
-use tracing::Instrument;
 
 use crate::{
     config::IdentityConfig,
@@ -18,6 +17,7 @@ use secrecy::SecretString;
 use spiffe::{WorkloadApiClient, X509Source, X509SourceBuilder};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, watch};
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
