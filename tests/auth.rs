@@ -555,13 +555,7 @@ async fn a_compromised_signing_key_is_retired_and_every_session_revoked() {
     .await;
     assert_eq!(refresh.status(), StatusCode::UNAUTHORIZED, "revoked family");
     let jwks: Value = common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
-    assert_eq!(kids, ["precinct-access-token-v2"]);
+    assert_eq!(common::jwks_kids(&jwks), ["precinct-access-token-v2"]);
     // The user logs in again, with the new key.
     let fresh: Value = login(&app, "mallory_v", PASSWORD)
         .await

@@ -341,13 +341,10 @@ async fn after_a_signing_key_rotation_old_tokens_still_validate() {
 
     let jwks: serde_json::Value =
         common::get_json(&common::http(), format!("{}/keys", agent.issuer())).await;
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
-    assert_eq!(kids, vec![new_kid.as_str(), old_kid.as_str()]);
+    assert_eq!(
+        common::jwks_kids(&jwks),
+        vec![new_kid.as_str(), old_kid.as_str()]
+    );
 
     let mut client = raw_client(agent.socket().to_path_buf()).await;
     let valid = client

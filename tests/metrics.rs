@@ -107,13 +107,7 @@ async fn metrics_are_served_apart_and_follow_rotations() {
     // HTTP: by route template, method and status; an unknown path is
     // "unmatched" and never appears itself.
     let token = common::access_token(&app, "metered").await;
-    let me = app
-        .client
-        .get(app.url("/api/v1/auth/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let me = app.get_authorized("/api/v1/auth/me", &token).await;
     assert_eq!(me.status(), 200);
     assert_eq!(app.status("/api/v1/no-such-thing/4242").await, 404);
     let wrong = common::post_json(

@@ -8,19 +8,18 @@
 mod common;
 
 use std::{
-    io::Write,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use axum::{Router, body::Bytes, extract::State, routing::post};
 use common::{
-    TEST_PASSWORD, eventually, post_json, spawn_app_env,
+    LogCapture, TEST_PASSWORD, eventually, post_json, spawn_app_env,
     stack::{Lifetimes, Stack, env_with, wait_ready},
 };
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use precinct::{
-    config::{AccessLog, LogConfig, LogFormat, OtlpConfig, log_filter},
+    config::{AccessLog, OtlpConfig},
     db::Trigger,
 };
 use prost::Message;
@@ -30,26 +29,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 const GITHUB_TOKEN: &str = "ghp_ObservabilityTestToken000000000000000";
-
-/// Log lines, captured.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// A span as the receiver got it (ids in hex).
 #[derive(Debug, Clone)]
@@ -121,23 +100,16 @@ async fn fake_github() -> MockServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_flow_is_traced_end_to_end_and_its_logs_hold_no_secret_and_no_error() {
-    precinct::tls::install_crypto_provider();
     let (otlp_url, spans) = otlp_receiver().await;
-    let logs = Capture::default();
-    let writer = logs.clone();
     // As production logs, at debug: the scan below sees more than it would.
-    precinct::telemetry::init_with_writer(
-        &LogConfig {
-            format: LogFormat::Json,
-            filter: log_filter("debug"),
-            access: AccessLog::All,
-            otlp: Some(OtlpConfig {
-                traces_endpoint: otlp_url,
-                service_name: "precinct-test".into(),
-                timeout: Duration::from_secs(5),
-            }),
-        },
-        move || writer.clone(),
+    let logs = LogCapture::install(
+        "debug",
+        AccessLog::All,
+        Some(OtlpConfig {
+            traces_endpoint: otlp_url,
+            service_name: "precinct-test".into(),
+            timeout: Duration::from_secs(5),
+        }),
     );
     assert!(precinct::trace::exporting(), "the OTLP layer is installed");
 
@@ -175,8 +147,7 @@ async fn a_full_flow_is_traced_end_to_end_and_its_logs_hold_no_secret_and_no_err
     let access = tokens["access_token"].as_str().unwrap().to_string();
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
     secrets.extend([access.clone(), refresh.clone()]);
-    let get = |path: &str| app.client.get(app.url(path)).bearer_auth(&access).send();
-    let unconfigured = get("/api/v1/github/repos").await.unwrap();
+    let unconfigured = app.get_authorized("/api/v1/github/repos", &access).await;
     assert!(
         unconfigured.status().is_client_error(),
         "{}",
@@ -293,29 +264,26 @@ async fn a_full_flow_is_traced_end_to_end_and_its_logs_hold_no_secret_and_no_err
         .iter()
         .filter(|s| s.trace_id == CALLER_TRACE)
         .collect();
-    let server = in_trace
-        .iter()
-        .find(|s| s.name == "GET /api/v1/github/repos")
-        .unwrap_or_else(|| panic!("no server span: {in_trace:#?}"));
+    let span_named = |name: &str| -> &Received {
+        in_trace
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no span {name:?}: {in_trace:#?}"))
+    };
+    let server = span_named("GET /api/v1/github/repos");
     assert_eq!(
         server.parent, CALLER_SPAN,
         "the server span's parent is the caller's"
     );
     assert_eq!(server.kind, 2, "SPAN_KIND_SERVER");
-    let github = in_trace
-        .iter()
-        .find(|s| s.name == "GET /user/repos")
-        .unwrap_or_else(|| panic!("no GitHub span: {in_trace:#?}"));
+    let github = span_named("GET /user/repos");
     assert_eq!(github.parent, server.span_id);
     assert_eq!(
         github.span_id, github_span_id,
         "the span GitHub was told about"
     );
     assert_eq!(github.kind, 3, "SPAN_KIND_CLIENT");
-    let kv = in_trace
-        .iter()
-        .find(|s| s.name == "KV read")
-        .unwrap_or_else(|| panic!("no OpenBao span: {in_trace:#?}"));
+    let kv = span_named("KV read");
     assert_eq!(kv.parent, server.span_id);
     let other_traces = spans.iter().filter(|s| s.trace_id != CALLER_TRACE).count();
     println!(

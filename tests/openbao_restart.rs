@@ -8,49 +8,18 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use common::{
-    eventually, spawn_app_env,
+    LogCapture, eventually, spawn_app_env,
     stack::{Lifetimes, Stack, env_with, wait_ready},
 };
-use precinct::{
-    config::{AccessLog, LogConfig, LogFormat, log_filter},
-    db::Trigger,
-};
+use precinct::{config::AccessLog, db::Trigger};
 use serde_json::Value;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_openbao_lost_its_state_precinct_recovers_without_an_error_line() {
-    precinct::tls::install_crypto_provider();
-    let logs = Capture::default();
-    let writer = logs.clone();
-    precinct::telemetry::init_with_writer(
-        &LogConfig {
-            format: LogFormat::Json,
-            filter: log_filter("info"),
-            access: AccessLog::Errors,
-            otlp: None,
-        },
-        move || writer.clone(),
-    );
+    let logs = LogCapture::install("info", AccessLog::Errors, None);
     let mut stack = Stack::start(Lifetimes::default()).await;
     let app = spawn_app_env(&env_with(&stack, &[]), |_| axum::Router::new()).await;
     wait_ready(&app, Duration::from_secs(30)).await;
@@ -106,12 +75,11 @@ async fn after_openbao_lost_its_state_precinct_recovers_without_an_error_line() 
     .await;
     wait_ready(&app, Duration::from_secs(30)).await;
     // The old generation is retired (its revocations refused) shortly after.
-    let logs_now = || String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
     eventually(
         Duration::from_secs(15),
         "the old generation retired",
         || {
-            let text = logs_now();
+            let text = logs.text();
             async move { text.contains("\"event\":\"generation_retired\"") }
         },
     )
@@ -120,7 +88,7 @@ async fn after_openbao_lost_its_state_precinct_recovers_without_an_error_line() 
     let statuses = load.await.unwrap();
     app.stop().await;
 
-    let text = logs_now();
+    let text = logs.text();
     let lines: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())

@@ -256,13 +256,7 @@ async fn a_role_dropped_under_live_sessions_rotates_without_a_500() {
     let role = app.db.as_ref().unwrap().generation().unwrap().username;
     // Warm the pool: several live sessions of the role.
     for _ in 0..20 {
-        let r = app
-            .client
-            .get(app.url("/api/v1/auth/me"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let r = app.get_authorized("/api/v1/auth/me", &token).await;
         assert_eq!(r.status(), 200);
     }
     let mut admin = PgConnection::connect(&common::stack::admin_url())

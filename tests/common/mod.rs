@@ -34,6 +34,16 @@ impl TestApp {
         self.handle.await.unwrap().expect("clean shutdown");
     }
 
+    /// A GET on `path` with `token` as the bearer.
+    pub async fn get_authorized(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Status of a GET on `path`.
     pub async fn status(&self, path: &str) -> u16 {
         self.client
@@ -187,6 +197,58 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     url: impl reqwest::IntoUrl,
 ) -> T {
     client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The `kid`s of a JWKS document, in its order.
+pub fn jwks_kids(jwks: &serde_json::Value) -> Vec<&str> {
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect()
+}
+
+/// The process's log lines, captured: installs the global subscriber as
+/// the binary does (JSON, `filter` with the OpenBao libraries silenced), so
+/// a test binary that uses it holds one test.
+#[derive(Clone, Default)]
+pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    pub fn install(
+        filter: &str,
+        access: precinct::config::AccessLog,
+        otlp: Option<precinct::config::OtlpConfig>,
+    ) -> Self {
+        precinct::tls::install_crypto_provider();
+        let capture = Self::default();
+        let writer = capture.clone();
+        precinct::telemetry::init_with_writer(
+            &precinct::config::LogConfig {
+                format: precinct::config::LogFormat::Json,
+                filter: precinct::config::log_filter(filter),
+                access,
+                otlp,
+            },
+            move || writer.clone(),
+        );
+        capture
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
 }
 
 /// A supervisor for tasks a test starts by hand; a failure only shows in
