@@ -134,12 +134,7 @@ async fn configure(app: &TestApp, bearer: &str, token: &str) -> reqwest::Respons
 }
 
 async fn get(app: &TestApp, bearer: &str, path: &str) -> reqwest::Response {
-    app.client
-        .get(app.url(path))
-        .bearer_auth(bearer)
-        .send()
-        .await
-        .unwrap()
+    app.get_authorized(path, bearer).await
 }
 
 async fn kv_token(stack: &Stack, user_id: &str) -> Option<String> {
