@@ -42,6 +42,14 @@ ensure_rust() {
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 }
 
+# cargo-nextest runs the suite (a process per test); the machines have it,
+# a fresh one compiles it once.
+ensure_nextest() {
+  cargo nextest --version >/dev/null 2>&1 && return
+  log "installing cargo-nextest (compiles once)"
+  cargo install --locked --quiet cargo-nextest
+}
+
 ensure_base_tools() {
   need_cmd curl curl
   need_cmd python3 python3

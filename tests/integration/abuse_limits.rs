@@ -2,11 +2,9 @@
 //! configuration are rate-limited like login, and the client IP comes from
 //! `X-Forwarded-For` only when the TCP peer is a trusted proxy.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     TestApp,
     stack::{Stack, start_ready as start},
 };

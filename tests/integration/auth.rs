@@ -1,16 +1,14 @@
 //! Accounts and tokens against real OpenBao Transit and PostgreSQL.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::{
+    TestApp, post_json as post,
+    stack::{Stack, start_ready as start},
+};
 use base64::{
     Engine,
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
-};
-use common::{
-    TestApp, post_json as post,
-    stack::{Stack, start_ready as start},
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -94,7 +92,7 @@ async fn register_login_me_refresh_logout_full_flow() {
 
     // The token verifies against the published JWKS, as any client would.
     let jwks: jsonwebtoken::jwk::JwkSet =
-        common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
+        crate::common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
     let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find("precinct-access-token-v1").unwrap())
         .unwrap();
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
@@ -392,7 +390,7 @@ async fn access_token_verification_rejects_every_bad_token_with_the_right_code()
         URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#)
     );
     // Algorithm confusion: HS256 keyed with the public key.
-    let jwks: Value = common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
+    let jwks: Value = crate::common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
     let hs256 = jsonwebtoken::encode(
         &jsonwebtoken::Header {
             kid: Some("precinct-access-token-v1".into()),
@@ -488,7 +486,7 @@ async fn a_signing_key_rotation_needs_no_restart_and_keeps_old_tokens_valid() {
         "old key still verifies"
     );
     assert_eq!(me(&app, after).await.status(), StatusCode::OK);
-    let jwks: Value = common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
+    let jwks: Value = crate::common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
 }
 
@@ -534,7 +532,7 @@ async fn a_compromised_signing_key_is_retired_and_every_session_revoked() {
     // Within AUTH_SIGNING_KEY_REFRESH the old version is gone: its tokens
     // are refused, whatever the verified-token cache held.
     let started = Instant::now();
-    common::eventually(
+    crate::common::eventually(
         Duration::from_secs(10),
         "the retired key's token refused",
         || {
@@ -547,15 +545,18 @@ async fn a_compromised_signing_key_is_retired_and_every_session_revoked() {
         "retired signing key: its token refused {:?} after min_decryption_version",
         started.elapsed()
     );
-    let refresh = common::post_json(
+    let refresh = crate::common::post_json(
         &app,
         "/api/v1/auth/refresh",
         json!({"refresh_token": stolen_refresh}),
     )
     .await;
     assert_eq!(refresh.status(), StatusCode::UNAUTHORIZED, "revoked family");
-    let jwks: Value = common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
-    assert_eq!(common::jwks_kids(&jwks), ["precinct-access-token-v2"]);
+    let jwks: Value = crate::common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
+    assert_eq!(
+        crate::common::jwks_kids(&jwks),
+        ["precinct-access-token-v2"]
+    );
     // The user logs in again, with the new key.
     let fresh: Value = login(&app, "mallory_v", PASSWORD)
         .await

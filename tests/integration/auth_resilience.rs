@@ -2,15 +2,13 @@
 //! forged `kid` floods, OpenBao frozen (SIGSTOP) under use, concurrent
 //! refreshes of one token, and Transit failing in the middle of a refresh.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{
+use crate::common::{
     TestApp, post_json as post,
     stack::{Stack, start_ready as start},
 };
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

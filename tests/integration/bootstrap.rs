@@ -2,11 +2,9 @@
 //! that the k8s bootstrap Job runs, and those scripts need nothing but `sh`
 //! and their tool (psql, bao).
 
-mod common;
-
 use std::{os::unix::fs::PermissionsExt, process::Command};
 
-use common::stack::{Lifetimes, Stack, VAULT_DB_PASSWORD, admin_url, with_db};
+use crate::common::stack::{Lifetimes, Stack, VAULT_DB_PASSWORD, admin_url, with_db};
 use sqlx::{Connection, PgConnection};
 
 const BIN: &str = env!("CARGO_BIN_EXE_precinct");
@@ -132,7 +130,11 @@ async fn configure_openbao_reruns_cleanly_under_busybox_sh() {
         .json()
         .await
         .unwrap();
-    assert_eq!(role["data"]["bound_subject"], common::SPIFFE_ID, "{role}");
+    assert_eq!(
+        role["data"]["bound_subject"],
+        crate::common::SPIFFE_ID,
+        "{role}"
+    );
 }
 
 fn seed(database_url: &str, wait_seconds: &str) -> std::process::Output {
@@ -160,8 +162,8 @@ async fn the_dev_seed_adds_the_demo_users_once_the_backend_has_migrated() {
         String::from_utf8_lossy(&early.stderr)
     );
 
-    let app = common::spawn_app_env(&stack.app_env(), |_| axum::Router::new()).await;
-    common::stack::wait_ready(&app, std::time::Duration::from_secs(30)).await;
+    let app = crate::common::spawn_app_env(&stack.app_env(), |_| axum::Router::new()).await;
+    crate::common::stack::wait_ready(&app, std::time::Duration::from_secs(30)).await;
     for _ in 0..2 {
         let out = seed(&url, "30");
         assert!(

@@ -3,8 +3,6 @@
 //! the script. It runs the real stack: PostgreSQL, OpenBao, the dev agent and
 //! the backend.
 
-mod common;
-
 use std::{
     os::unix::process::CommandExt,
     path::Path,
@@ -12,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::stack::{admin_url, cleanup_db, cleanup_db_blocking, free_port, role_template};
+use crate::common::stack::{admin_url, cleanup_db, cleanup_db_blocking, free_port, role_template};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -104,7 +102,7 @@ impl DevRun {
     }
 
     async fn wait_ready(&mut self) {
-        let client = common::http();
+        let client = crate::common::http();
         let deadline = Instant::now() + Duration::from_secs(120);
         let url = format!("http://{}/api/v1/health/ready", self.http);
         while Instant::now() < deadline {

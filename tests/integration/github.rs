@@ -1,11 +1,9 @@
 //! The GitHub proxy against a local fake GitHub (wiremock) answering with
 //! GitHub's real shapes and headers; OpenBao KV and PostgreSQL are real.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     TestApp, spawn_app_env,
     stack::{Lifetimes, Stack, env_with, wait_ready},
 };

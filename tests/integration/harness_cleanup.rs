@@ -3,18 +3,16 @@
 //! OpenBao creates is dropped with the test's stack, even when OpenBao could
 //! not revoke it (stopped, frozen, restarted).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     spawn_app_env,
     stack::{Lifetimes, Stack, db_route, env_with, wait_ready},
 };
 use sqlx::{Connection, PgConnection};
 
 async fn roles_like(pattern: &str) -> Vec<String> {
-    let mut admin = PgConnection::connect(&common::stack::admin_url())
+    let mut admin = PgConnection::connect(&crate::common::stack::admin_url())
         .await
         .unwrap();
     sqlx::query_scalar("SELECT rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY 1")

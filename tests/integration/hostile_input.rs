@@ -3,9 +3,7 @@
 //! characters, oversized and mistyped values. A client's input never gets
 //! a 5xx; token responses are never cacheable.
 
-mod common;
-
-use common::{post_json, stack::start_ready};
+use crate::common::{post_json, stack::start_ready};
 use serde_json::{Value, json};
 
 const NASTY: &[&str] = &[
@@ -46,8 +44,8 @@ async fn no_route_answers_5xx_to_hostile_input() {
     ])
     .await;
     // A real user and token, so authenticated routes get past the extractor.
-    let password = common::TEST_PASSWORD;
-    common::register(&app, "hostile").await;
+    let password = crate::common::TEST_PASSWORD;
+    crate::common::register(&app, "hostile").await;
     let login = post_json(
         &app,
         "/api/v1/auth/login",

@@ -1,19 +1,17 @@
 //! The HTTP surface every later feature builds on: probes, docs, error shape,
 //! middleware and graceful shutdown.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::{spawn_app, spawn_app_with_routes};
 use axum::routing::get;
-use common::{spawn_app, spawn_app_with_routes};
 use reqwest::StatusCode;
 use serde_json::Value;
 
 #[tokio::test]
 async fn root_names_the_service_and_links_docs() {
     let app = spawn_app(&[]).await;
-    let body: Value = common::get_json(&app.client, app.url("/")).await;
+    let body: Value = crate::common::get_json(&app.client, app.url("/")).await;
     assert_eq!(body["name"], "precinct");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(body["links"]["docs"], "/docs");
@@ -122,7 +120,7 @@ async fn docs_serve_swagger_ui_and_its_assets_offline() {
 #[tokio::test]
 async fn openapi_is_3_1_and_documents_every_route_and_the_error_shape() {
     let app = spawn_app(&[]).await;
-    let spec: Value = common::get_json(&app.client, app.url("/openapi.json")).await;
+    let spec: Value = crate::common::get_json(&app.client, app.url("/openapi.json")).await;
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
     for (path, method) in [
         ("/", "get"),

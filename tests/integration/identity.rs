@@ -1,10 +1,8 @@
 //! Workload identity against the development agent over a real unix socket.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{SPIFFE_ID, eventually, identity_config, start_agent};
+use crate::common::{SPIFFE_ID, eventually, identity_config, start_agent};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use precinct::{
     devagent::pb::{self, spiffe_workload_api_client::SpiffeWorkloadApiClient},
@@ -107,7 +105,7 @@ async fn rotation_is_observed_without_restart() {
     identity.spawn_watch(
         readiness.register("identity", "starting"),
         Default::default(),
-        &common::test_supervisor(&tasks, &cancel, &readiness),
+        &crate::common::test_supervisor(&tasks, &cancel, &readiness),
     );
     let mut rotations = identity.subscribe();
     let first = identity.current();
@@ -142,15 +140,15 @@ async fn a_jwt_svid_carries_the_audience_and_verifies_against_the_oidc_jwks() {
     assert_eq!(svid.spiffe_id, SPIFFE_ID);
 
     // Verify like OpenBao does: discovery → jwks_uri → key by kid.
-    let http = common::http();
-    let discovery: serde_json::Value = common::get_json(
+    let http = crate::common::http();
+    let discovery: serde_json::Value = crate::common::get_json(
         &http,
         format!("{}/.well-known/openid-configuration", agent.issuer()),
     )
     .await;
     assert_eq!(discovery["issuer"], agent.issuer());
     let jwks: jsonwebtoken::jwk::JwkSet =
-        common::get_json(&http, discovery["jwks_uri"].as_str().unwrap()).await;
+        crate::common::get_json(&http, discovery["jwks_uri"].as_str().unwrap()).await;
     let token = svid.token.expose_secret();
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.alg, Algorithm::ES256);
@@ -340,9 +338,9 @@ async fn after_a_signing_key_rotation_old_tokens_still_validate() {
     assert_ne!(old_kid, new_kid);
 
     let jwks: serde_json::Value =
-        common::get_json(&common::http(), format!("{}/keys", agent.issuer())).await;
+        crate::common::get_json(&crate::common::http(), format!("{}/keys", agent.issuer())).await;
     assert_eq!(
-        common::jwks_kids(&jwks),
+        crate::common::jwks_kids(&jwks),
         vec![new_kid.as_str(), old_kid.as_str()]
     );
 
@@ -380,7 +378,7 @@ async fn when_the_agent_goes_away_identity_degrades_at_expiry_and_recovers_when_
     identity.spawn_watch(
         check.clone(),
         Default::default(),
-        &common::test_supervisor(&tasks, &cancel, &readiness),
+        &crate::common::test_supervisor(&tasks, &cancel, &readiness),
     );
     eventually(Duration::from_secs(3), "identity ready", || {
         let c = check.clone();
@@ -448,7 +446,7 @@ async fn a_rotated_svid_for_another_spiffe_id_is_refused_and_makes_identity_unre
     identity.spawn_watch(
         check.clone(),
         Default::default(),
-        &common::test_supervisor(&tasks, &cancel, &readiness),
+        &crate::common::test_supervisor(&tasks, &cancel, &readiness),
     );
     // Ready first: the check starts not ready ("starting").
     eventually(Duration::from_secs(3), "identity ready", || {
@@ -460,7 +458,10 @@ async fn a_rotated_svid_for_another_spiffe_id_is_refused_and_makes_identity_unre
     agent.shutdown().await;
     let agent = start_agent(dir.path(), |c| {
         c.state_dir = Some(state.clone());
-        c.spiffe_id = format!("spiffe://{}/ns/99-apps/sa/intruder", common::TRUST_DOMAIN);
+        c.spiffe_id = format!(
+            "spiffe://{}/ns/99-apps/sa/intruder",
+            crate::common::TRUST_DOMAIN
+        );
     })
     .await;
     eventually(Duration::from_secs(15), "identity not ready", || {
@@ -492,7 +493,7 @@ async fn the_application_reports_identity_in_readiness() {
     let dir = tempfile::tempdir().unwrap();
     let agent = start_agent(dir.path(), |_| {}).await;
     let endpoint = agent.endpoint();
-    let app = common::spawn_app(&[
+    let app = crate::common::spawn_app(&[
         ("SPIFFE_ENDPOINT_SOCKET", &endpoint),
         ("EXPECTED_SPIFFE_ID", SPIFFE_ID),
     ])
@@ -503,7 +504,7 @@ async fn the_application_reports_identity_in_readiness() {
     eventually(Duration::from_secs(10), "identity ready", || {
         let (client, url) = (app.client.clone(), url.clone());
         async move {
-            let body: serde_json::Value = common::get_json(&client, url).await;
+            let body: serde_json::Value = crate::common::get_json(&client, url).await;
             body["checks"]["identity"]["status"] == "ready"
         }
     })
@@ -526,7 +527,7 @@ async fn the_application_stops_with_an_error_when_the_identity_is_not_the_expect
     let dir = tempfile::tempdir().unwrap();
     let agent = start_agent(dir.path(), |_| {}).await;
     let endpoint = agent.endpoint();
-    let app = common::spawn_app(&[
+    let app = crate::common::spawn_app(&[
         ("SPIFFE_ENDPOINT_SOCKET", &endpoint),
         (
             "EXPECTED_SPIFFE_ID",

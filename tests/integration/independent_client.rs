@@ -6,11 +6,9 @@
 //! scripts/test.sh installs py-spiffe into .dev/venv and points
 //! `PRECINCT_TEST_PYTHON` at that interpreter.
 
-mod common;
-
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use common::{SPIFFE_ID, start_agent};
+use crate::common::{SPIFFE_ID, start_agent};
 
 fn python() -> PathBuf {
     std::env::var("PRECINCT_TEST_PYTHON")

@@ -1,19 +1,17 @@
 //! Kubernetes Events, recorded against a local fake API server that keeps
 //! the Event bodies it receives.
 
-mod common;
-
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use axum::{Json, Router, extract::State, routing::post};
-use common::{
+use crate::common::{
     SPIFFE_ID, eventually, identity_config,
     stack::{Lifetimes, Stack, env_with},
     start_agent,
 };
+use axum::{Json, Router, extract::State, routing::post};
 use precinct::{
     db::Db, events::PodEvents, identity::Identity, readiness::Readiness, supervise::Supervisor,
 };
@@ -169,7 +167,7 @@ async fn rotations_failures_and_svid_rotations_are_recorded() {
         ],
     );
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let config = common::test_config(&pairs);
+    let config = crate::common::test_config(&pairs);
     let db = Db::new(
         config.db.clone().unwrap(),
         config.bao.clone().unwrap(),

@@ -4,11 +4,9 @@
 //! a legacy bcrypt hash (cost 12, as the original system), or an Argon2id
 //! hash; an attacker cannot lock a user out.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{post_json, stack::start_ready};
+use crate::common::{post_json, stack::start_ready};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
@@ -17,7 +15,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-async fn failed_login(app: &common::TestApp, username: &str) -> Duration {
+async fn failed_login(app: &crate::common::TestApp, username: &str) -> Duration {
     let started = Instant::now();
     let r = post_json(
         app,
@@ -40,8 +38,8 @@ async fn unknown_bcrypt_and_argon2_users_cost_the_same_on_a_failed_login() {
     .await;
     // A legacy account, as the original system stored it (bcrypt, cost 12).
     let legacy = bcrypt::hash("legacy-password-99", 12).unwrap();
-    let mut admin = PgConnection::connect(&common::stack::with_db(
-        &common::stack::admin_url(),
+    let mut admin = PgConnection::connect(&crate::common::stack::with_db(
+        &crate::common::stack::admin_url(),
         &stack.db_name,
     ))
     .await
@@ -115,7 +113,7 @@ async fn an_attacker_cannot_lock_a_user_out() {
     )
     .await;
     assert_eq!(r.status(), 201);
-    async fn login_from(app: &common::TestApp, from: &str, password: &str) -> u16 {
+    async fn login_from(app: &crate::common::TestApp, from: &str, password: &str) -> u16 {
         app.client
             .post(app.url("/api/v1/auth/login"))
             .header("x-forwarded-for", from)

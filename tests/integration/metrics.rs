@@ -1,11 +1,9 @@
 //! `GET /metrics` on its own listener: the metrics exist and move. One test
 //! in this binary: the recorder is process-wide.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     eventually,
     stack::{Lifetimes, Stack, env_with, wait_ready},
 };
@@ -49,7 +47,7 @@ async fn metrics_are_served_apart_and_follow_rotations() {
         agent.x509_ttl = Duration::from_secs(4)
     })
     .await;
-    let app = common::spawn_app_env(
+    let app = crate::common::spawn_app_env(
         &env_with(&stack, &[("METRICS_ADDR", "127.0.0.1:0")]),
         |_| axum::Router::new(),
     )
@@ -106,11 +104,11 @@ async fn metrics_are_served_apart_and_follow_rotations() {
 
     // HTTP: by route template, method and status; an unknown path is
     // "unmatched" and never appears itself.
-    let token = common::access_token(&app, "metered").await;
+    let token = crate::common::access_token(&app, "metered").await;
     let me = app.get_authorized("/api/v1/auth/me", &token).await;
     assert_eq!(me.status(), 200);
     assert_eq!(app.status("/api/v1/no-such-thing/4242").await, 404);
-    let wrong = common::post_json(
+    let wrong = crate::common::post_json(
         &app,
         "/api/v1/auth/login",
         serde_json::json!({"username": "metered", "password": "wrong wrong wrong"}),

@@ -5,18 +5,16 @@
 //!
 //! One test in this binary: it installs the process's subscriber.
 
-mod common;
-
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use axum::{Router, body::Bytes, extract::State, routing::post};
-use common::{
+use crate::common::{
     LogCapture, TEST_PASSWORD, eventually, post_json, spawn_app_env,
     stack::{Lifetimes, Stack, env_with, wait_ready},
 };
+use axum::{Router, body::Bytes, extract::State, routing::post};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use precinct::{
     config::{AccessLog, OtlpConfig},
@@ -135,7 +133,7 @@ async fn a_full_flow_is_traced_end_to_end_and_its_logs_hold_no_secret_and_no_err
     // The flow: register, login, GitHub not yet configured (a KV 404),
     // configure, a traced repos call, refresh, a reused refresh, logout, a
     // wrong password, a rotation.
-    common::register(&app, "octavia").await;
+    crate::common::register(&app, "octavia").await;
     let login = post_json(
         &app,
         "/api/v1/auth/login",

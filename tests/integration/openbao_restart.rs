@@ -6,11 +6,9 @@
 //!
 //! One test in this binary: it installs the process's subscriber.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     LogCapture, eventually, spawn_app_env,
     stack::{Lifetimes, Stack, env_with, wait_ready},
 };
@@ -23,7 +21,7 @@ async fn after_openbao_lost_its_state_precinct_recovers_without_an_error_line() 
     let mut stack = Stack::start(Lifetimes::default()).await;
     let app = spawn_app_env(&env_with(&stack, &[]), |_| axum::Router::new()).await;
     wait_ready(&app, Duration::from_secs(30)).await;
-    let token = common::access_token(&app, "restarted").await;
+    let token = crate::common::access_token(&app, "restarted").await;
     let db = app.db.clone().unwrap();
     let before = db.generation().unwrap().id;
 

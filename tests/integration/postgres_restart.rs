@@ -1,12 +1,10 @@
 //! PostgreSQL restarts under a running service: the pool recovers without a
-//! restart of precinct. Its own test binary (cargo runs binaries one at a
-//! time), since it restarts the machine's PostgreSQL cluster.
-
-mod common;
+//! restart of precinct. It restarts the machine's PostgreSQL cluster, so it
+//! runs alone (`.config/nextest.toml`).
 
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     eventually, spawn_app_env,
     stack::{Lifetimes, Stack, db_route, wait_ready},
 };

@@ -1,8 +1,6 @@
 //! Dynamic credentials and the rotating pool, against real OpenBao and
 //! PostgreSQL: short TTLs and intervals of seconds.
 
-mod common;
-
 use std::{
     collections::BTreeSet,
     sync::{
@@ -12,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::{
+use crate::common::{
     TestApp, eventually, spawn_app_env,
     stack::{Lifetimes, Stack, db_route, env_with, wait_ready},
 };
@@ -369,15 +367,15 @@ async fn openbao_refuses_a_wrong_spiffe_id_or_audience() {
     let bao_config = {
         let env = stack.app_env();
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        common::test_config(&pairs).bao.unwrap()
+        crate::common::test_config(&pairs).bao.unwrap()
     };
     // An agent handing out another identity, trusted by nobody.
     let dir = tempfile::tempdir().unwrap();
-    let impostor = common::start_agent(dir.path(), |c| {
+    let impostor = crate::common::start_agent(dir.path(), |c| {
         c.spiffe_id = "spiffe://demo.local/ns/99-apps/sa/impostor".into();
     })
     .await;
-    let mut id_config = common::identity_config(&impostor.endpoint());
+    let mut id_config = crate::common::identity_config(&impostor.endpoint());
     id_config.expected_id = None;
     let identity = precinct::identity::Identity::connect(&id_config)
         .await
@@ -393,10 +391,11 @@ async fn openbao_refuses_a_wrong_spiffe_id_or_audience() {
     );
 
     // The right identity with the wrong audience.
-    let identity =
-        precinct::identity::Identity::connect(&common::identity_config(&stack.agent().endpoint()))
-            .await
-            .unwrap();
+    let identity = precinct::identity::Identity::connect(&crate::common::identity_config(
+        &stack.agent().endpoint(),
+    ))
+    .await
+    .unwrap();
     let mut wrong_aud = bao_config.clone();
     wrong_aud.jwt_audience = vec!["not-openbao".into()];
     let err = precinct::bao::BaoClient::login(&wrong_aud, &identity)
@@ -429,7 +428,7 @@ async fn the_openbao_configuration_is_idempotent() {
         )
         .await;
     let role: Value = role.json().await.unwrap();
-    assert_eq!(role["data"]["bound_subject"], common::SPIFFE_ID);
+    assert_eq!(role["data"]["bound_subject"], crate::common::SPIFFE_ID);
     assert_eq!(role["data"]["bound_audiences"], json!(["openbao"]));
 }
 
@@ -438,13 +437,13 @@ async fn the_openbao_configuration_is_idempotent() {
 /// nothing beside them.
 #[tokio::test]
 async fn precincts_openbao_tokens_reach_only_the_paths_of_their_policy() {
-    let (stack, app) = common::stack::start_ready(&[]).await;
+    let (stack, app) = crate::common::stack::start_ready(&[]).await;
     let tokens: Vec<String> = (app.secrets)()
         .into_iter()
         .filter(|s| s.starts_with("s."))
         .collect();
     assert_eq!(tokens.len(), 2, "the generation's and the session's token");
-    let http = common::http();
+    let http = crate::common::http();
     let status = |token: String, method: reqwest::Method, path: &'static str| {
         let (http, url) = (http.clone(), format!("{}/v1/{path}", stack.bao_addr()));
         async move {

@@ -3,8 +3,6 @@
 //! saw the failure, lost connections retried, supervision of the rotation
 //! task, and a shutdown that leaves no role behind.
 
-mod common;
-
 use std::{
     sync::{
         Arc,
@@ -13,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
+use crate::common::{
     eventually, spawn_app_env,
     stack::{Lifetimes, Stack, db_route, env_with, start_ready, wait_ready},
 };
@@ -21,7 +19,7 @@ use precinct::db::Trigger;
 use sqlx::{Connection, PgConnection};
 
 async fn role_exists(name: &str) -> bool {
-    let mut admin = PgConnection::connect(&common::stack::admin_url())
+    let mut admin = PgConnection::connect(&crate::common::stack::admin_url())
         .await
         .unwrap();
     sqlx::query_scalar::<_, bool>("select exists(select 1 from pg_roles where rolname = $1)")
@@ -33,7 +31,7 @@ async fn role_exists(name: &str) -> bool {
 
 /// Terminates every session of `role`, as a failover or an idle-killer does.
 async fn terminate_sessions(role: &str) -> i64 {
-    let mut admin = PgConnection::connect(&common::stack::admin_url())
+    let mut admin = PgConnection::connect(&crate::common::stack::admin_url())
         .await
         .unwrap();
     sqlx::query_scalar(
@@ -115,7 +113,7 @@ async fn a_role_error_from_a_retired_generation_does_not_rotate_its_successor() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_sessions_are_retried_on_a_fresh_connection() {
     let (stack, app) = start_ready(&[]).await;
-    let token = common::access_token(&app, "sessions").await;
+    let token = crate::common::access_token(&app, "sessions").await;
     let role = app.db.as_ref().unwrap().generation().unwrap().username;
     let (ok, unavailable, other) = (
         Arc::new(AtomicUsize::new(0)),
@@ -252,14 +250,14 @@ async fn shutdown_under_load_revokes_the_lease_and_drops_the_role_before_exit() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_dropped_under_live_sessions_rotates_without_a_500() {
     let (stack, app) = start_ready(&[]).await;
-    let token = common::access_token(&app, "dropped").await;
+    let token = crate::common::access_token(&app, "dropped").await;
     let role = app.db.as_ref().unwrap().generation().unwrap().username;
     // Warm the pool: several live sessions of the role.
     for _ in 0..20 {
         let r = app.get_authorized("/api/v1/auth/me", &token).await;
         assert_eq!(r.status(), 200);
     }
-    let mut admin = PgConnection::connect(&common::stack::admin_url())
+    let mut admin = PgConnection::connect(&crate::common::stack::admin_url())
         .await
         .unwrap();
     // Drop the role without ending its sessions (what the window between

@@ -4,11 +4,9 @@
 //! with a valid access token, against a running stack and a fake GitHub
 //! that answers in GitHub's shapes.
 
-mod common;
-
 use std::{process::Command, time::Duration};
 
-use common::{
+use crate::common::{
     spawn_app_env,
     stack::{Lifetimes, Stack, env_with, wait_ready},
 };
@@ -82,7 +80,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     )
     .await;
     wait_ready(&app, Duration::from_secs(30)).await;
-    let bearer = common::access_token(&app, "contract").await;
+    let bearer = crate::common::access_token(&app, "contract").await;
 
     let report = tempfile::tempdir().unwrap();
     let url = app.url("/openapi.json");

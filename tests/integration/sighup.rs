@@ -1,17 +1,16 @@
-//! SIGHUP rotates credentials at once. Its own test binary: the signal goes
-//! to the whole process.
-
-mod common;
+//! SIGHUP rotates credentials at once. The signal goes to the whole
+//! process: the test runs in a process of its own (nextest).
 
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     eventually, spawn_app_env,
     stack::{Lifetimes, Stack, db_route, env_with, wait_ready},
 };
 
 #[tokio::test]
 async fn sighup_rotates_credentials_immediately() {
+    crate::common::own_process();
     let stack = Stack::start(Lifetimes::default()).await;
     let app = spawn_app_env(
         &env_with(&stack, &[("DB_ROTATION_INTERVAL", "10m")]),

@@ -5,8 +5,6 @@
 //! (OpenBao over TLS: tests/tls_openbao.rs, its own process because it sets
 //! an environment variable.)
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -130,7 +128,7 @@ impl TlsPostgres {
                     .unwrap();
             }
         }
-        let port = common::stack::free_port();
+        let port = crate::common::stack::free_port();
         let child = as_postgres(&pg_bin("postgres"))
             .arg("-D")
             .arg(&data)
@@ -192,7 +190,7 @@ async fn connect(
         vars.push(("DB_SSLROOTCERT", ca.display().to_string()));
     }
     let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let config = common::test_config(&pairs);
+    let config = crate::common::test_config(&pairs);
     let options = precinct::db::connect_options(config.db.as_ref().unwrap(), "postgres", "unused")
         .options([("search_path", "public")]);
     let mut conn = options.connect().await.map_err(|e| e.to_string())?;

@@ -1,9 +1,7 @@
 //! TLS to OpenBao, fail-closed, against a real OpenBao dev server with TLS
 //! (its own CA): `VAULT_SKIP_VERIFY=true` in the environment changes
-//! nothing; only `BAO_CACERT` is trusted. Its own test binary: it sets an
-//! environment variable, which no other test may race.
-
-mod common;
+//! nothing; only `BAO_CACERT` is trusted. It sets an environment variable,
+//! which no other test may race: it runs in a process of its own (nextest).
 
 use std::{
     path::Path,
@@ -27,14 +25,15 @@ impl Drop for KillOnDrop {
 /// handshake. With `BAO_CACERT` it reaches OpenBao.
 #[tokio::test]
 async fn vault_skip_verify_in_the_environment_does_not_turn_off_tls_verification() {
-    // SAFETY: this test binary runs this one test that reads the variable;
+    crate::common::own_process();
+    // SAFETY: this process runs this one test, which reads the variable;
     // it is set before any thread of ours could read the environment.
     unsafe { std::env::set_var("VAULT_SKIP_VERIFY", "true") };
     precinct::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let port = common::stack::free_port();
+    let port = crate::common::stack::free_port();
     let _bao = KillOnDrop(
-        Command::new(common::stack::bao_bin())
+        Command::new(crate::common::stack::bao_bin())
             .args(["server", "-dev", "-dev-tls", "-dev-root-token-id=root"])
             .arg(format!("-dev-tls-cert-dir={}", dir.path().display()))
             .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
@@ -51,9 +50,9 @@ async fn vault_skip_verify_in_the_environment_does_not_turn_off_tls_verification
         std::thread::sleep(Duration::from_millis(100));
     }
     let agent_dir = tempfile::tempdir().unwrap();
-    let agent = common::start_agent(agent_dir.path(), |_| {}).await;
+    let agent = crate::common::start_agent(agent_dir.path(), |_| {}).await;
     let identity =
-        precinct::identity::Identity::connect(&common::identity_config(&agent.endpoint()))
+        precinct::identity::Identity::connect(&crate::common::identity_config(&agent.endpoint()))
             .await
             .unwrap();
     let login = |cacert: Option<&Path>| {
@@ -65,7 +64,7 @@ async fn vault_skip_verify_in_the_environment_does_not_turn_off_tls_verification
             vars.push(("BAO_CACERT", c.display().to_string()));
         }
         let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        common::test_config(&pairs).bao.unwrap()
+        crate::common::test_config(&pairs).bao.unwrap()
     };
     let refused = precinct::bao::BaoClient::login(&login(None), &identity).await;
     let err = refused.err().expect("an unknown CA is refused").to_string();

@@ -1,5 +1,4 @@
 //! Shared test harness: the real application, started in-process on port 0.
-#![allow(dead_code)]
 
 use std::{collections::HashMap, net::SocketAddr};
 
@@ -142,6 +141,16 @@ pub fn identity_config(endpoint: &str) -> precinct::config::IdentityConfig {
     }
 }
 
+/// Panics unless this test runs in a process of its own (cargo-nextest):
+/// for tests that install the global log subscriber or signal the process.
+pub fn own_process() {
+    assert_eq!(
+        std::env::var("NEXTEST_EXECUTION_MODE").as_deref(),
+        Ok("process-per-test"),
+        "this test needs a process of its own: run the suite with `cargo nextest run`"
+    );
+}
+
 /// Polls `f` every 100 ms until it returns true or `within` passes.
 pub async fn eventually<F, Fut>(within: std::time::Duration, what: &str, mut f: F)
 where
@@ -211,7 +220,7 @@ pub fn jwks_kids(jwks: &serde_json::Value) -> Vec<&str> {
 
 /// The process's log lines, captured: installs the global subscriber as
 /// the binary does (JSON, `filter` with the OpenBao libraries silenced), so
-/// a test binary that uses it holds one test.
+/// a test that uses it needs a process of its own (nextest; checked).
 #[derive(Clone, Default)]
 pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
@@ -231,6 +240,7 @@ impl LogCapture {
         access: precinct::config::AccessLog,
         otlp: Option<precinct::config::OtlpConfig>,
     ) -> Self {
+        own_process();
         precinct::tls::install_crypto_provider();
         let capture = Self::default();
         let writer = capture.clone();

@@ -1,7 +1,6 @@
 //! A real stack for one test: the development SPIFFE agent, a real OpenBao
 //! dev server on a free port, and a fresh PostgreSQL database bootstrapped
 //! and configured exactly as scripts/dev.sh does. Nothing is mocked.
-#![allow(dead_code)]
 
 use std::{
     path::PathBuf,
@@ -105,9 +104,13 @@ impl Stack {
             .unwrap();
         // Role catalog rows are shared by all databases, and PostgreSQL's
         // catalog snapshots make concurrent GRANT/ALTER ROLE on them fail:
-        // bootstrap one database at a time.
-        static BOOTSTRAP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        let _serial = BOOTSTRAP.lock().await;
+        // bootstrap one database at a time. Tests run in processes of their
+        // own, and advisory locks are per database: the lock is taken in the
+        // admin connection's database, the same for every test.
+        sqlx::query("SELECT pg_advisory_lock(727274)")
+            .execute(&mut admin)
+            .await
+            .unwrap();
         let bootstrap = std::fs::read_to_string(format!("{ROOT}/sql/bootstrap.sql")).unwrap();
         sqlx::raw_sql(sqlx::AssertSqlSafe(bootstrap))
             .execute(&mut conn)
@@ -118,6 +121,10 @@ impl Stack {
             "BEGIN; SELECT pg_advisory_xact_lock(727274); ALTER ROLE precinct_vault PASSWORD '{VAULT_DB_PASSWORD}'; COMMIT;"
         )))
         .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("SELECT pg_advisory_unlock(727274)")
+            .execute(&mut admin)
             .await
             .unwrap();
         let mut stack = Stack {
