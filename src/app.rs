@@ -7,7 +7,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     backoff::Backoff,
-    bao::{BaoClient, Session},
+    bao::{BaoClient, Session, SessionPublisher, SessionWatch},
     config::Config,
     db::{self, Db},
     http::{self, AppState},
@@ -47,8 +47,10 @@ pub struct Application {
     shutdown_trigger: CancellationToken,
     fatal: Fatal,
     db: Option<Db>,
-    /// The OpenBao session, once logged in.
-    session: Arc<tokio::sync::OnceCell<Session>>,
+    /// The OpenBao session, once logged in: its readers, and the slot
+    /// bring-up fills.
+    session: SessionWatch,
+    session_publisher: Option<SessionPublisher>,
     events: crate::events::PodEvents,
     /// Access tokens: their public keys have an owner task of their own.
     tokens: Option<crate::auth::TokenService>,
@@ -88,23 +90,36 @@ impl Application {
             (Some(db), Some(bao)) => Some(Db::new(db.clone(), bao.clone(), events.clone())),
             _ => None,
         };
-        let session: Arc<tokio::sync::OnceCell<Session>> = Arc::new(tokio::sync::OnceCell::new());
-        let auth = db.as_ref().map(|db| {
+        let (session_publisher, session) = crate::bao::session_channel();
+        let limits = db
+            .as_ref()
+            .map(|db| crate::db::limits::Limits::new(db.clone()));
+        let auth = db.as_ref().zip(limits.as_ref()).map(|(db, limits)| {
             let a = &config.auth;
             let tokens = crate::auth::TokenService::new(
                 session.clone(),
                 Arc::new(crate::auth::keys::SigningKeys::default()),
-                a.transit_mount.clone(),
-                a.signing_key.clone(),
-                a.issuer.clone(),
-                a.audience.clone(),
-                a.access_ttl,
-                a.token_cache_size,
+                Arc::new(crate::auth::sessions::EndedSessions::new(token_lifetime(a))),
+                crate::auth::TokenSettings {
+                    mount: a.transit_mount.clone(),
+                    key: a.signing_key.clone(),
+                    issuer: a.issuer.clone(),
+                    audience: a.audience.clone(),
+                    ttl: a.access_ttl,
+                    cache_size: a.token_cache_size,
+                    // Long enough for a demanded fetch to happen and land.
+                    unknown_kid_wait: a.signing_key_min_refresh + Duration::from_millis(500),
+                },
             );
-            crate::auth::AuthService::new(db.clone(), tokens, a)
+            crate::auth::AuthService::new(db.clone(), tokens, limits.clone(), a)
         });
-        let github = db.as_ref().map(|db| {
-            crate::github::GithubService::new(&config.github, db.clone(), session.clone())
+        let github = db.as_ref().zip(limits.as_ref()).map(|(db, limits)| {
+            crate::github::GithubService::new(
+                &config.github,
+                db.clone(),
+                session.clone(),
+                limits.clone(),
+            )
         });
         let tokens = auth.as_ref().map(|a| a.tokens().clone());
         let state = AppState::new(crate::http::AppStateParts {
@@ -165,18 +180,67 @@ impl Application {
             fatal,
             db,
             session,
+            session_publisher: Some(session_publisher),
             events,
             tokens,
             supervisor,
         };
+        let mut app = app;
         app.spawn_bring_up();
+        app.spawn_shared_state();
         Ok(app)
+    }
+
+    /// What keeps this replica in step with the others, through
+    /// PostgreSQL: the notification listener, the ended sessions it feeds,
+    /// the signing keys' push in both directions, and the limiter's sweep.
+    fn spawn_shared_state(&self) {
+        let (Some(db), Some(tokens)) = (self.db.clone(), self.tokens.clone()) else {
+            return;
+        };
+        let cancel = self.tasks_cancel.clone();
+        let (notifications, listener) = crate::db::listen::listen(
+            db.clone(),
+            &[crate::db::listen::SESSIONS, crate::db::listen::KEYS],
+            cancel.clone(),
+        );
+        self.supervisor
+            .spawn("db-listener", Lifetime::UntilCancelled, listener);
+        self.supervisor.spawn(
+            "ended-sessions",
+            Lifetime::UntilCancelled,
+            crate::auth::sessions::run(
+                tokens.ended_sessions().clone(),
+                db.clone(),
+                notifications.subscribe(),
+                cancel.clone(),
+            ),
+        );
+        self.supervisor.spawn(
+            "signing-keys-follow",
+            Lifetime::UntilCancelled,
+            crate::auth::keys::follow(
+                tokens.keys().clone(),
+                notifications.subscribe(),
+                cancel.clone(),
+            ),
+        );
+        self.supervisor.spawn(
+            "signing-keys-announce",
+            Lifetime::UntilCancelled,
+            crate::auth::keys::announce(tokens.keys().clone(), db.clone(), cancel.clone()),
+        );
+        self.supervisor.spawn(
+            "rate-limit-sweep",
+            Lifetime::UntilCancelled,
+            crate::db::limits::sweep(db, Duration::from_secs(60), cancel),
+        );
     }
 
     /// Brings the dependencies up in order, in the background, while HTTP
     /// already answers (readiness 503 with reasons). Each step retries on its
     /// own; a step that gives up stops the application with its message.
-    fn spawn_bring_up(&self) {
+    fn spawn_bring_up(&mut self) {
         let Some(identity_config) = self.config.identity.clone() else {
             tracing::warn!(
                 "SPIFFE_ENDPOINT_SOCKET not set: serving without workload identity (development only)"
@@ -205,10 +269,10 @@ impl Application {
         );
         let events = self.events.clone();
         let identity_cell = self.owners.identity.clone();
-        let (bao_config, db, session_cell) = (
+        let (bao_config, db, session_publisher) = (
             self.config.bao.clone().expect("bao config with identity"),
             self.db.clone().expect("db with identity"),
-            self.session.clone(),
+            self.session_publisher.take().expect("bring-up runs once"),
         );
         self.supervisor
             .spawn("bring-up", Lifetime::Finite, async move {
@@ -234,7 +298,7 @@ impl Application {
                     return;
                 };
                 session.spawn_upkeep(identity.clone(), bao_check, &supervisor);
-                let _ = session_cell.set(session);
+                session_publisher.publish(session);
 
                 if db.config().migrate_on_start {
                     db_check.set_not_ready("running migrations");
@@ -282,6 +346,10 @@ impl Application {
             every: a.signing_key_refresh,
             min_interval: a.signing_key_min_refresh,
         };
+        let rules = crate::auth::keys::Rules {
+            prepublish: a.signing_key_prepublish,
+            retire_after: token_lifetime(a),
+        };
         let keys = tokens.keys().clone();
         let cancel = self.tasks_cancel.clone();
         self.supervisor.spawn(
@@ -291,6 +359,7 @@ impl Application {
                 keys,
                 source,
                 schedule,
+                rules,
                 check,
                 move |old, new| tokens.on_keys_changed(old, new),
                 cancel,
@@ -310,8 +379,8 @@ impl Application {
         let (db, session) = (self.db.clone(), self.session.clone());
         Arc::new(move || {
             let mut secrets = db.as_ref().map(Db::secrets_for_tests).unwrap_or_default();
-            if let Some(s) = session.get() {
-                secrets.push(s.client().vault().settings.token.clone());
+            if let Some(client) = session.client() {
+                secrets.push(client.vault().settings.token.clone());
             }
             secrets
         })
@@ -383,8 +452,15 @@ impl Application {
             }
         }
         readiness.begin_drain();
+        // Requests are still served while balancers notice the 503; a
+        // second SIGTERM or Ctrl-C cuts the wait short.
         if !config.http.shutdown_delay.is_zero() {
-            tokio::time::sleep(config.http.shutdown_delay).await;
+            tokio::select! {
+                _ = tokio::time::sleep(config.http.shutdown_delay) => {}
+                why = shutdown::signal() => {
+                    tracing::info!(reason = why, "second signal: closing the listener now");
+                }
+            }
         }
         stop_accepting.cancel();
         match tokio::time::timeout(config.http.drain_timeout, &mut server).await {
@@ -414,3 +490,13 @@ impl Application {
         }
     }
 }
+
+/// The longest an access token can verify after it was issued: its TTL,
+/// the `exp` leeway and the clock skew allowed between replicas and
+/// OpenBao. Superseded signing keys and ended sessions are kept this long.
+fn token_lifetime(a: &crate::config::AuthConfig) -> Duration {
+    a.access_ttl + Duration::from_secs(crate::auth::jwt::LEEWAY_SECONDS) + MAX_CLOCK_SKEW
+}
+
+/// The clock skew tolerated between replicas, and between them and OpenBao.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);

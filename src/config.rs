@@ -191,6 +191,8 @@ pub struct AuthConfig {
     pub signing_key_refresh: Duration,
     /// Never two fetches of the public keys closer than this.
     pub signing_key_min_refresh: Duration,
+    /// A new key version signs only once it is this old (published first).
+    pub signing_key_prepublish: Duration,
     /// Verified access tokens remembered (0: verify every time).
     pub token_cache_size: usize,
     pub hash_concurrency: usize,
@@ -198,7 +200,7 @@ pub struct AuthConfig {
     /// The backstop: does not apply to known-good (IP, username) pairs.
     pub login_per_username_per_minute: u32,
     pub login_per_username_ip_per_minute: u32,
-    /// Where the login duration floor starts (it grows by calibration).
+    /// The least a password check lasts, on every replica.
     pub login_min_duration: Duration,
     pub register_per_ip_per_minute: u32,
 }
@@ -312,7 +314,7 @@ impl Config {
             cors_origins,
             request_timeout: v.duration_or("HTTP_REQUEST_TIMEOUT", "30s")?,
             body_limit_bytes: v.parse_or("HTTP_BODY_LIMIT_BYTES", 64 * 1024)?,
-            shutdown_delay: v.duration_or("SHUTDOWN_DELAY", "0s")?,
+            shutdown_delay: v.duration_or("SHUTDOWN_DELAY", "5s")?,
             drain_timeout: v.duration_or("SHUTDOWN_DRAIN_TIMEOUT", "20s")?,
         };
         if http.body_limit_bytes == 0 {
@@ -541,9 +543,12 @@ fn parse_auth(v: &mut Vars<'_>) -> Result<AuthConfig, ConfigError> {
     // One core stays free for everything else while logins hash.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let signing_key_refresh = v.duration_or("AUTH_SIGNING_KEY_REFRESH", "60s")?;
-    // The default never exceeds the routine period.
+    // The defaults never exceed the routine period, nor fall below it.
     let min_refresh_default =
-        humantime::format_duration(signing_key_refresh.min(Duration::from_secs(5))).to_string();
+        humantime::format_duration(signing_key_refresh.min(Duration::from_secs(1))).to_string();
+    let prepublish_default =
+        humantime::format_duration((signing_key_refresh * 2).max(Duration::from_secs(120)))
+            .to_string();
     let c = AuthConfig {
         issuer: v.string_or("AUTH_TOKEN_ISSUER", "precinct"),
         audience: v.string_or("AUTH_TOKEN_AUDIENCE", "precinct-api"),
@@ -554,12 +559,14 @@ fn parse_auth(v: &mut Vars<'_>) -> Result<AuthConfig, ConfigError> {
         signing_key_refresh,
         signing_key_min_refresh: v
             .duration_or("AUTH_SIGNING_KEY_MIN_REFRESH", &min_refresh_default)?,
+        signing_key_prepublish: v
+            .duration_or("AUTH_SIGNING_KEY_PREPUBLISH", &prepublish_default)?,
         token_cache_size: v.parse_or("AUTH_TOKEN_CACHE_SIZE", 10_000)?,
         hash_concurrency: v.parse_or("AUTH_HASH_CONCURRENCY", cores.saturating_sub(1).max(1))?,
         login_per_ip_per_minute: v.parse_or("AUTH_LOGIN_RATE_PER_IP", 30)?,
         login_per_username_ip_per_minute: v.parse_or("AUTH_LOGIN_RATE_PER_USERNAME_IP", 10)?,
         login_per_username_per_minute: v.parse_or("AUTH_LOGIN_RATE_PER_USERNAME", 100)?,
-        login_min_duration: v.duration_or("AUTH_LOGIN_MIN_DURATION", "250ms")?,
+        login_min_duration: v.duration_or("AUTH_LOGIN_MIN_DURATION", "400ms")?,
         register_per_ip_per_minute: v.parse_or("AUTH_REGISTER_RATE_PER_IP", 5)?,
     };
     if c.access_ttl < Duration::from_secs(30) || c.access_ttl > Duration::from_secs(24 * 3600) {
@@ -572,6 +579,18 @@ fn parse_auth(v: &mut Vars<'_>) -> Result<AuthConfig, ConfigError> {
         return Err(ConfigError::new(
             "AUTH_SIGNING_KEY_MIN_REFRESH",
             "must be greater than 0 and at most AUTH_SIGNING_KEY_REFRESH",
+        ));
+    }
+    if c.signing_key_prepublish <= c.signing_key_refresh {
+        return Err(ConfigError::new(
+            "AUTH_SIGNING_KEY_PREPUBLISH",
+            "must exceed AUTH_SIGNING_KEY_REFRESH (plus the clock skew between replicas and OpenBao): every replica must have fetched a version before it signs",
+        ));
+    }
+    if c.login_min_duration > Duration::from_secs(2) {
+        return Err(ConfigError::new(
+            "AUTH_LOGIN_MIN_DURATION",
+            "must be at most 2s",
         ));
     }
     if c.hash_concurrency == 0 {

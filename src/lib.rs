@@ -22,6 +22,7 @@ pub mod github;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod ratelimit;
 pub mod readiness;
 pub mod shutdown;
 pub mod supervise;

@@ -21,7 +21,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{bao::Session, db::Db, identity::Identity, readiness::Readiness};
+use crate::{bao::SessionWatch, db::Db, identity::Identity, readiness::Readiness};
 
 pub const ROTATIONS: &str = "precinct_db_rotations_total";
 pub const ROTATION_SECONDS: &str = "precinct_db_rotation_duration_seconds";
@@ -39,6 +39,7 @@ pub const OPENBAO_RELOGINS: &str = "precinct_openbao_relogins_total";
 pub const OPENBAO_ERRORS: &str = "precinct_openbao_errors_total";
 pub const LOGINS: &str = "precinct_auth_logins_total";
 pub const RATE_LIMITED: &str = "precinct_auth_rate_limited_total";
+pub const LOGIN_FLOOR_EXCEEDED: &str = "precinct_auth_login_floor_exceeded_total";
 pub const REFRESH_REUSE: &str = "precinct_auth_refresh_reuse_detected_total";
 pub const KEY_REFRESHES: &str = "precinct_auth_signing_key_refreshes_total";
 pub const GITHUB_CALLS: &str = "precinct_github_upstream_requests_total";
@@ -81,6 +82,10 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         RATE_LIMITED,
         "Requests refused by a rate limiter, by limiter",
+    ),
+    (
+        LOGIN_FLOOR_EXCEEDED,
+        "Password checks that outlasted AUTH_LOGIN_MIN_DURATION (their timing tells schemes apart)",
     ),
     (
         REFRESH_REUSE,
@@ -249,6 +254,7 @@ fn zero_counters() {
         metrics::counter!(RATE_LIMITED, "limiter" => limiter).increment(0);
     }
     metrics::counter!(REFRESH_REUSE).increment(0);
+    metrics::counter!(LOGIN_FLOOR_EXCEEDED).increment(0);
     metrics::counter!(SVID_ROTATIONS).increment(0);
     metrics::counter!(GITHUB_ETAG_HITS).increment(0);
     metrics::counter!(CONNECTION_RETRIES).increment(0);
@@ -273,7 +279,7 @@ pub fn signing_key_created(unix_seconds: i64) {
 #[derive(Clone, Default)]
 pub struct Owners {
     pub identity: Arc<OnceLock<Identity>>,
-    pub session: Option<Arc<tokio::sync::OnceCell<Session>>>,
+    pub session: Option<SessionWatch>,
 }
 
 #[derive(Clone)]
@@ -299,7 +305,7 @@ async fn render(State(s): State<Sources>) -> impl IntoResponse {
         metrics::gauge!("precinct_identity_workload_api_connected")
             .set(f64::from(u8::from(connected)));
     }
-    if let Some(session) = s.owners.session.as_ref().and_then(|s| s.get()) {
+    if let Some(session) = s.owners.session.as_ref().and_then(SessionWatch::get) {
         metrics::gauge!("precinct_openbao_token_expiry_seconds").set(session.expiry_seconds());
     }
     metrics::gauge!(HTTP_IN_FLIGHT).set(IN_FLIGHT.load(Ordering::Relaxed) as f64);

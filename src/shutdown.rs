@@ -14,3 +14,14 @@ pub async fn requested(trigger: CancellationToken) -> &'static str {
         _ = trigger.cancelled() => "shutdown requested",
     }
 }
+
+/// Resolves on the next SIGTERM or SIGINT only.
+pub async fn signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

@@ -6,6 +6,7 @@ pub mod jwt;
 pub mod keys;
 pub mod password;
 pub mod ratelimit;
+pub mod sessions;
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,14 +18,19 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use jwt::{AccessClaims, TokenError, TokenService};
+pub use jwt::{AccessClaims, TokenError, TokenService, TokenSettings};
 use password::{Hasher, Verified};
-use ratelimit::{Limiter, LoginLimiter};
+use ratelimit::LoginLimits;
 
 use crate::{
     audit::{self, RequestMeta},
     config::AuthConfig,
-    db::{Db, DbError, PoolRef, Retryable, retry_once},
+    db::{
+        Db, DbError, PoolRef, Retryable,
+        limits::{Limits, Take, Verdict},
+        retry_once,
+    },
+    ratelimit::{Quota, ip_part},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +45,9 @@ pub enum AuthError {
     RefreshInvalid,
     #[error("refresh token reused")]
     RefreshReused,
+    /// The access token's session ended, or its account is gone.
+    #[error("session ended")]
+    SessionEnded,
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(transparent)]
@@ -74,9 +83,10 @@ pub struct AuthService {
     db: Db,
     hasher: Hasher,
     tokens: TokenService,
-    limiter: Arc<LoginLimiter>,
+    limits: Limits,
+    login_limits: Arc<LoginLimits>,
     /// Per client IP, checked before any hashing.
-    register_limiter: Arc<Limiter<std::net::IpAddr>>,
+    register_quota: Quota,
     refresh_ttl: Duration,
 }
 
@@ -92,20 +102,18 @@ fn new_refresh_token() -> String {
 }
 
 impl AuthService {
-    pub fn new(db: Db, tokens: TokenService, config: &AuthConfig) -> Self {
+    pub fn new(db: Db, tokens: TokenService, limits: Limits, config: &AuthConfig) -> Self {
         Self {
             db,
             hasher: Hasher::new(config.hash_concurrency, config.login_min_duration),
             tokens,
-            limiter: Arc::new(LoginLimiter::new(
+            limits,
+            login_limits: Arc::new(LoginLimits::new(
                 config.login_per_ip_per_minute,
                 config.login_per_username_ip_per_minute,
                 config.login_per_username_per_minute,
             )),
-            register_limiter: Arc::new(Limiter::per_minute(
-                "register_ip",
-                config.register_per_ip_per_minute,
-            )),
+            register_quota: Quota::new("register_ip", config.register_per_ip_per_minute),
             refresh_ttl: config.refresh_ttl,
         }
     }
@@ -146,7 +154,12 @@ impl AuthService {
         meta: &RequestMeta,
     ) -> Result<User, AuthError> {
         // Before Argon2id: a flood of registrations must not buy CPU.
-        if let Err(retry_after) = self.register_limiter.check(&meta.client_ip) {
+        let take = Take {
+            quota: self.register_quota,
+            key: self.register_quota.key(&[&ip_part(meta.client_ip)]),
+            spare_known_good: false,
+        };
+        if let Verdict::Refused { retry_after, .. } = self.limits.check(&[take], None).await? {
             return Err(self.rate_limited("register", retry_after, meta).await);
         }
         let hash = self.hasher.hash(password).await?;
@@ -195,9 +208,23 @@ impl AuthService {
         password: &SecretString,
         meta: &RequestMeta,
     ) -> Result<Tokens, AuthError> {
-        if let Err(retry_after) = self.limiter.check(meta.client_ip, username) {
+        let takes = self.login_limits.takes(meta.client_ip, username);
+        let known_good = ratelimit::known_good(meta.client_ip, username);
+        // Fails closed: without PostgreSQL to count, no login (503).
+        let verdict = self
+            .limits
+            .check(&takes, Some(known_good))
+            .await
+            .inspect_err(|_| {
+                metrics::counter!(crate::metrics::LOGINS, "outcome" => "error").increment(1);
+            })?;
+        if let Verdict::Refused {
+            retry_after,
+            limiter,
+        } = verdict
+        {
             metrics::counter!(crate::metrics::LOGINS, "outcome" => "rate_limited").increment(1);
-            tracing::debug!(event = "login_rate_limited", client_ip = %meta.client_ip, "login refused by a rate limit");
+            tracing::debug!(event = "login_rate_limited", limiter, client_ip = %meta.client_ip, "login refused by a rate limit");
             return Err(self.rate_limited("login", retry_after, meta).await);
         }
         // A lost connection before the commit runs the login again; a
@@ -210,7 +237,11 @@ impl AuthService {
         };
         metrics::counter!(crate::metrics::LOGINS, "outcome" => outcome).increment(1);
         let tokens = result?;
-        self.limiter.succeeded(meta.client_ip, username);
+        // Best effort: a failure only means the backstop may apply to this
+        // client until its next login.
+        if let Err(e) = self.limits.remember_known_good(known_good).await {
+            tracing::warn!(error = %e, "could not record a known-good login client");
+        }
         Ok(tokens)
     }
 
@@ -276,8 +307,8 @@ impl AuthService {
         user_id: Uuid,
         username: &str,
     ) -> Result<Tokens, AuthError> {
-        let access_token = self.tokens.issue(user_id, username).await?;
         let family = Uuid::now_v7();
+        let access_token = self.tokens.issue(user_id, username, family).await?;
         let mut tx = pool.begin().await.map_err(|e| pool.error(e))?;
         sqlx::query("insert into refresh_families (id, user_id) values ($1, $2)")
             .bind(family)
@@ -369,6 +400,9 @@ impl AuthService {
             )
             .await;
             tx.commit().await.map_err(|e| pool.commit_error(e))?;
+            self.tokens
+                .ended_sessions()
+                .end(family, OffsetDateTime::now_utc());
             return Err(AuthError::RefreshReused);
         }
         if family_revoked || row.get::<bool, _>("revoked") || row.get::<bool, _>("expired") {
@@ -386,7 +420,7 @@ impl AuthService {
         }
         let username: String = row.get("username");
         // Transit first: a failure here rolls back and spends nothing.
-        let access_token = self.tokens.issue(user_id, &username).await?;
+        let access_token = self.tokens.issue(user_id, &username, family).await?;
         let refresh = insert_refresh(&mut tx, user_id, family, self.refresh_ttl)
             .await
             .map_err(|e| pool.error(e))?;
@@ -442,33 +476,45 @@ impl AuthService {
         )
         .await;
         tx.commit().await.map_err(|e| pool.commit_error(e))?;
+        // This replica refuses the session's access tokens at once; the
+        // trigger's notification tells every other one.
+        self.tokens
+            .ended_sessions()
+            .end(family, OffsetDateTime::now_utc());
         Ok(())
     }
 
-    pub async fn me(&self, user_id: Uuid) -> Result<Option<User>, AuthError> {
-        retry_once(|| self.me_once(user_id)).await
+    /// The user of a live session: `SessionEnded` when the session ended or
+    /// the account is gone. Checked in the same query as the profile, so
+    /// this route never trusts a notification it may not have received yet.
+    pub async fn me(&self, user_id: Uuid, sid: Uuid) -> Result<User, AuthError> {
+        retry_once(|| self.me_once(user_id, sid)).await
     }
 
-    async fn me_once(&self, user_id: Uuid) -> Result<Option<User>, AuthError> {
+    async fn me_once(&self, user_id: Uuid, sid: Uuid) -> Result<User, AuthError> {
         let pool = self.db.pool().await?;
         let row = sqlx::query(
-            // A join on github_integrations' primary key (at most one row):
-            // about 20% cheaper for PostgreSQL than an EXISTS subplan.
+            // Joins on primary keys (at most one row each): about 20%
+            // cheaper for PostgreSQL than EXISTS subplans.
             "select u.id, u.username, u.email, u.created_at, g.user_id is not null as github \
-             from users u left join github_integrations g on g.user_id = u.id and g.token_status = 'valid' \
+             from users u \
+             join refresh_families f on f.id = $2 and f.user_id = u.id and f.revoked_at is null \
+             left join github_integrations g on g.user_id = u.id and g.token_status = 'valid' \
              where u.id = $1",
         )
         .bind(user_id)
+        .bind(sid)
         .fetch_optional(&*pool)
         .await
         .map_err(|e| pool.error(e))?;
-        Ok(row.map(|r| User {
+        row.map(|r| User {
             id: r.get("id"),
             username: r.get("username"),
             email: r.get("email"),
             created_at: r.get("created_at"),
             github_configured: r.get("github"),
-        }))
+        })
+        .ok_or(AuthError::SessionEnded)
     }
 }
 

@@ -41,45 +41,22 @@ pub struct Hasher {
     permits: Arc<Semaphore>,
     /// Verified against when the user does not exist.
     dummy: Arc<String>,
-    floor: Arc<Floor>,
+    floor: Duration,
+    /// Last time a verification outlasted the floor (Unix seconds), so the
+    /// warning is logged at most once a minute.
+    exceeded_warned: Arc<AtomicU64>,
 }
 
-/// A legacy bcrypt hash at cost 12, the original system's cost (the demo
-/// users' hash for "jake99", public in sql/dev-seed.sql): verified once at
-/// startup to learn what the slowest scheme costs on this machine.
-const BCRYPT_COST12_SAMPLE: &str = "$2b$12$tuhUff7nulyQO3I5dCpTxeQSSCntJM2IQc1OgjYzVhrR.Zv5U0VKW";
-
-/// The longest a floor may grow to (a pathological stored cost must not
-/// make every login slow).
-const FLOOR_MAX: Duration = Duration::from_secs(2);
-
-/// Every verification lasts at least this long, whatever the scheme of the
-/// stored hash (Argon2id, legacy bcrypt) or its absence (unknown user): a
-/// login's duration tells nothing about the account. It starts at the
-/// configured minimum and only grows, to 1.25 × the slowest verification
-/// seen (calibrated at startup on a cost-12 bcrypt hash and the Argon2id
-/// dummy). Waiting costs no CPU.
-pub struct Floor {
-    nanos: AtomicU64,
-}
-
-impl Floor {
-    pub fn new(initial: Duration) -> Self {
-        Self {
-            nanos: AtomicU64::new(initial.min(FLOOR_MAX).as_nanos() as u64),
-        }
-    }
-
-    pub fn get(&self) -> Duration {
-        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
-    }
-
-    /// Raises the floor to 1.25 × `took` if that is higher (capped).
-    pub fn observe(&self, took: Duration) {
-        let want = (took * 5 / 4).min(FLOOR_MAX).as_nanos() as u64;
-        self.nanos.fetch_max(want, Ordering::Relaxed);
-    }
-}
+/// Every verification lasts at least the floor (`AUTH_LOGIN_MIN_DURATION`),
+/// whatever the scheme of the stored hash (Argon2id, legacy bcrypt) or its
+/// absence (unknown user): a login's duration tells nothing about the
+/// account. The floor is a setting, the same on every replica whenever it
+/// started and however busy its node was then: the service answers a
+/// failed login in one time. It must exceed the slowest verification (a
+/// cost-12 bcrypt check, about 280 ms here); one that outlasts it is logged
+/// (`login_floor_exceeded`) and counted, never used to move the floor.
+/// Waiting costs no CPU.
+pub const FLOOR_MAX: Duration = Duration::from_secs(2);
 
 fn argon2() -> Argon2<'static> {
     let params = Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, None).expect("valid Argon2 params");
@@ -123,32 +100,20 @@ fn verify_blocking(password: &str, stored: &str) -> Verified {
 
 impl Hasher {
     /// `concurrency`: how many hashes may run at once (each uses one core).
-    /// `min_duration`: the floor to start from (see [`Floor`]); inside a
-    /// Tokio runtime, the floor is calibrated in the background.
-    pub fn new(concurrency: usize, min_duration: Duration) -> Self {
+    /// `floor`: the least a verification takes (see [`FLOOR_MAX`]).
+    pub fn new(concurrency: usize, floor: Duration) -> Self {
         let dummy =
             hash_blocking("precinct-dummy-password-for-unknown-users").expect("hashing works");
-        let this = Self {
+        Self {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             dummy: Arc::new(dummy),
-            floor: Arc::new(Floor::new(min_duration)),
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (floor, dummy) = (this.floor.clone(), this.dummy.clone());
-            runtime.spawn_blocking(move || {
-                for sample in [BCRYPT_COST12_SAMPLE, dummy.as_str()] {
-                    let started = Instant::now();
-                    let _ = verify_blocking("precinct-calibration", sample);
-                    floor.observe(started.elapsed());
-                }
-                tracing::debug!(floor = ?floor.get(), "login duration floor calibrated");
-            });
+            floor: floor.min(FLOOR_MAX),
+            exceeded_warned: Arc::new(AtomicU64::new(0)),
         }
-        this
     }
 
     pub fn floor(&self) -> Duration {
-        self.floor.get()
+        self.floor
     }
 
     pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
@@ -158,14 +123,14 @@ impl Hasher {
     }
 
     /// Verifies `password` against `stored`, or against a dummy hash when
-    /// there is no user, and returns no sooner than the [`Floor`]: timing
+    /// there is no user, and returns no sooner than the floor: timing
     /// reveals neither which usernames exist nor their hash scheme.
     pub async fn verify(
         &self,
         password: &SecretString,
         stored: Option<&str>,
     ) -> Result<Verified, HashError> {
-        let not_before = Instant::now() + self.floor.get();
+        let not_before = Instant::now() + self.floor;
         let _permit = self.permits.acquire().await.expect("semaphore open");
         let password = password.expose_secret().to_string();
         let (stored, known) = match stored {
@@ -179,9 +144,30 @@ impl Hasher {
         })
         .await?;
         drop(_permit);
-        self.floor.observe(took);
+        if took > self.floor {
+            self.floor_exceeded(took);
+        }
         tokio::time::sleep_until(not_before.into()).await;
         Ok(if known { verified } else { Verified::No })
+    }
+
+    fn floor_exceeded(&self, took: Duration) {
+        metrics::counter!(crate::metrics::LOGIN_FLOOR_EXCEEDED).increment(1);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+        let last = self.exceeded_warned.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self
+                .exceeded_warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                event = "login_floor_exceeded",
+                took_ms = took.as_millis() as u64,
+                floor_ms = self.floor.as_millis() as u64,
+                "a password check outlasted AUTH_LOGIN_MIN_DURATION: its timing can tell hash schemes apart; raise the setting (or the node is overloaded)"
+            );
+        }
     }
 }
 
@@ -189,17 +175,20 @@ impl Hasher {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_floor_only_grows_to_a_quarter_above_the_slowest_verification_and_is_capped() {
-        let f = Floor::new(Duration::from_millis(100));
-        f.observe(Duration::from_millis(40));
-        assert_eq!(f.get(), Duration::from_millis(100));
-        f.observe(Duration::from_millis(280));
-        assert_eq!(f.get(), Duration::from_millis(350));
-        f.observe(Duration::from_millis(50));
-        assert_eq!(f.get(), Duration::from_millis(350));
-        f.observe(Duration::from_secs(30));
-        assert_eq!(f.get(), FLOOR_MAX);
+    #[tokio::test]
+    async fn every_failed_check_lasts_the_floor_whatever_the_scheme() {
+        let h = Hasher::new(1, Duration::from_millis(300));
+        let bcrypt4 = bcrypt::hash("jake99", 4).unwrap();
+        let argon = hash_blocking("correct horse battery").unwrap();
+        let wrong = SecretString::from("wrong password");
+        for stored in [None, Some(bcrypt4.as_str()), Some(argon.as_str())] {
+            let started = Instant::now();
+            assert_eq!(h.verify(&wrong, stored).await.unwrap(), Verified::No);
+            let took = started.elapsed();
+            assert!(took >= Duration::from_millis(300), "{stored:?}: {took:?}");
+            assert!(took < Duration::from_millis(600), "{stored:?}: {took:?}");
+        }
+        assert_eq!(Hasher::new(1, Duration::from_secs(30)).floor(), FLOOR_MAX);
     }
 
     #[test]

@@ -1,95 +1,71 @@
-//! Rate limits: token buckets keyed by client IP, username or user id.
-//! In memory, per replica: N replicas allow N times the rate (documented).
+//! The login limits, so that guessing is slow and nobody can lock a user
+//! out, as keys taken together from the shared limiter (`db::limits`):
+//! they hold for the service as a whole, however many replicas serve it.
+//!
+//! - per client IP (`AUTH_LOGIN_RATE_PER_IP`);
+//! - per (client IP, username) pair (`AUTH_LOGIN_RATE_PER_USERNAME_IP`):
+//!   an attacker on one address cannot lock the user out of another;
+//! - per username (`AUTH_LOGIN_RATE_PER_USERNAME`), a slower backstop
+//!   against guessing from many addresses, which spares a pair that logged
+//!   in successfully within `KNOWN_GOOD_FOR`: the user's own known-good
+//!   client still gets in while the username is under attack, from
+//!   whichever replica answers.
 
-use std::{hash::Hash, net::IpAddr, num::NonZeroU32, time::Duration};
+use std::net::IpAddr;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
+use crate::{
+    db::limits::Take,
+    ratelimit::{Key, Quota, ip_part, key, username_part},
+};
 
-/// One keyed token bucket: `n` per minute per key, bursts of up to `n`.
-pub struct Limiter<K: Hash + Eq + Clone> {
-    buckets: DefaultKeyedRateLimiter<K>,
-    /// The `limiter` label of `precinct_auth_rate_limited_total`.
-    name: &'static str,
+pub struct LoginLimits {
+    per_ip: Quota,
+    per_pair: Quota,
+    per_username: Quota,
 }
 
-impl<K: Hash + Eq + Clone> Limiter<K> {
-    pub fn per_minute(name: &'static str, n: u32) -> Self {
-        let quota = Quota::per_minute(NonZeroU32::new(n.max(1)).expect("non-zero"));
-        Self {
-            buckets: RateLimiter::keyed(quota),
-            name,
-        }
-    }
-
-    /// `Err(retry_after)` when `key`'s bucket is empty.
-    pub fn check(&self, key: &K) -> Result<(), Duration> {
-        let result = self.buckets.check_key(key).map_err(|not_until| {
-            metrics::counter!(crate::metrics::RATE_LIMITED, "limiter" => self.name).increment(1);
-            not_until.wait_time_from(governor::clock::DefaultClock::default().now())
-        });
-        // Forget idle keys now and then so memory stays bounded.
-        if self.buckets.len() > 10_000 {
-            self.buckets.retain_recent();
-        }
-        result
-    }
-}
-
-/// How long a successful login makes its (client IP, username) pair a
-/// known-good client.
-pub const KNOWN_GOOD_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// Login limits, so that guessing is slow and nobody can lock a user out:
-///
-/// - per client IP (`AUTH_LOGIN_RATE_PER_IP`);
-/// - per (client IP, username) pair (`AUTH_LOGIN_RATE_PER_USERNAME_IP`):
-///   an attacker on one address cannot lock the user out of another;
-/// - per username (`AUTH_LOGIN_RATE_PER_USERNAME`), a slower backstop
-///   against guessing from many addresses, which does not apply to a pair
-///   that logged in successfully within [`KNOWN_GOOD_FOR`]: the user's own
-///   known-good client still gets in while the username is under attack.
-pub struct LoginLimiter {
-    by_ip: Limiter<IpAddr>,
-    by_pair: Limiter<(IpAddr, String)>,
-    by_username: Limiter<String>,
-    known_good: quick_cache::sync::Cache<(IpAddr, String), std::time::Instant>,
-}
-
-impl LoginLimiter {
+impl LoginLimits {
     pub fn new(per_ip: u32, per_username_ip: u32, per_username: u32) -> Self {
         Self {
-            by_ip: Limiter::per_minute("login_ip", per_ip),
-            by_pair: Limiter::per_minute("login_username_ip", per_username_ip),
-            by_username: Limiter::per_minute("login_username", per_username),
-            known_good: quick_cache::sync::Cache::new(100_000),
+            per_ip: Quota::new("login_ip", per_ip),
+            per_pair: Quota::new("login_username_ip", per_username_ip),
+            per_username: Quota::new("login_username", per_username),
         }
     }
 
-    /// `Err(retry_after)` when a bucket that applies is empty.
-    pub fn check(&self, ip: IpAddr, username: &str) -> Result<(), Duration> {
-        let username = username.to_lowercase();
-        self.by_ip.check(&ip)?;
-        let pair = (ip, username);
-        self.by_pair.check(&pair)?;
-        let known_good = self
-            .known_good
-            .get(&pair)
-            .is_some_and(|at| at.elapsed() < KNOWN_GOOD_FOR);
-        if known_good {
-            return Ok(());
-        }
-        self.by_username.check(&pair.1)
+    /// The keys a login attempt takes from, in order.
+    pub fn takes(&self, ip: IpAddr, username: &str) -> [Take; 3] {
+        let (ip, name) = (ip_part(ip), username_part(username));
+        [
+            Take {
+                quota: self.per_ip,
+                key: self.per_ip.key(&[&ip]),
+                spare_known_good: false,
+            },
+            Take {
+                quota: self.per_pair,
+                key: self.per_pair.key(&[&ip, &name]),
+                spare_known_good: false,
+            },
+            Take {
+                quota: self.per_username,
+                key: self.per_username.key(&[&name]),
+                spare_known_good: true,
+            },
+        ]
     }
+}
 
-    /// Records a successful login: the pair is a known-good client.
-    pub fn succeeded(&self, ip: IpAddr, username: &str) {
-        self.known_good
-            .insert((ip, username.to_lowercase()), std::time::Instant::now());
-    }
+/// The known-good key of a (client IP, username) pair.
+pub fn known_good(ip: IpAddr, username: &str) -> Key {
+    key(
+        "login_known_good",
+        &[&ip_part(ip), &username_part(username)],
+    )
 }
 
 #[cfg(test)]
-mod login_tests {
+mod tests {
     use super::*;
 
     fn ip(last: u8) -> IpAddr {
@@ -97,40 +73,31 @@ mod login_tests {
     }
 
     #[test]
-    fn an_attacker_on_one_address_cannot_lock_the_user_out_of_another() {
-        let l = LoginLimiter::new(1000, 3, 100);
-        for _ in 0..3 {
-            assert!(l.check(ip(66), "Jake").is_ok());
-        }
-        assert!(
-            l.check(ip(66), "jake").is_err(),
-            "the attacker's pair is limited"
+    fn a_login_takes_from_its_ip_its_pair_and_its_username_in_that_order() {
+        let l = LoginLimits::new(30, 10, 100);
+        let [by_ip, by_pair, by_name] = l.takes(ip(7), "Jake");
+        assert_eq!(
+            [
+                by_ip.quota.limiter,
+                by_pair.quota.limiter,
+                by_name.quota.limiter
+            ],
+            ["login_ip", "login_username_ip", "login_username"]
         );
-        assert!(l.check(ip(7), "jake").is_ok(), "the user's address is not");
-    }
-
-    #[test]
-    fn the_username_backstop_spares_known_good_clients() {
-        let l = LoginLimiter::new(1000, 5, 4);
-        assert!(l.check(ip(7), "jake").is_ok());
-        l.succeeded(ip(7), "Jake");
-        // Guesses from many addresses empty the username's bucket...
-        for attacker in 100..110 {
-            let _ = l.check(ip(attacker), "jake");
-        }
+        assert!(!by_ip.spare_known_good && !by_pair.spare_known_good);
         assert!(
-            l.check(ip(200), "jake").is_err(),
-            "a new address meets the backstop"
+            by_name.spare_known_good,
+            "only the backstop spares known-good clients"
         );
-        // ...but the user's known-good client still gets in.
-        assert!(l.check(ip(7), "jake").is_ok());
-    }
-
-    #[test]
-    fn the_per_ip_limit_applies_to_every_username() {
-        let l = LoginLimiter::new(2, 100, 100);
-        assert!(l.check(ip(9), "a").is_ok());
-        assert!(l.check(ip(9), "b").is_ok());
-        assert!(l.check(ip(9), "c").is_err());
+        // Usernames compare case-insensitively; another address is another pair.
+        let [_, same_pair, same_name] = l.takes(ip(7), "jake");
+        assert_eq!(same_pair.key, by_pair.key);
+        assert_eq!(same_name.key, by_name.key);
+        let [other_ip, other_pair, name_again] = l.takes(ip(8), "jake");
+        assert_ne!(other_ip.key, by_ip.key);
+        assert_ne!(other_pair.key, by_pair.key);
+        assert_eq!(name_again.key, by_name.key, "one backstop per username");
+        assert_eq!(known_good(ip(7), "JAKE"), known_good(ip(7), "jake"));
+        assert_ne!(known_good(ip(7), "jake"), known_good(ip(8), "jake"));
     }
 }

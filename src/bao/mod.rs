@@ -21,7 +21,9 @@ use vaultrs::{
     error::ClientError,
 };
 
-pub use session::Session;
+pub use session::{
+    Session, SessionClient, SessionPublisher, SessionWatch, channel as session_channel,
+};
 
 use crate::{config::BaoConfig, identity::Identity};
 

@@ -30,6 +30,53 @@ const SESSION_DRAIN: Duration = Duration::from_secs(30);
 /// The session's client, held for one call.
 pub type SessionClient = Hold<BaoClient>;
 
+/// The readers' side of the OpenBao session: empty until bring-up has
+/// logged in, then the session, whose token its upkeep replaces in place.
+#[derive(Clone)]
+pub struct SessionWatch(tokio::sync::watch::Receiver<Option<Session>>);
+
+/// The writer's side: bring-up publishes the session once it logged in.
+pub struct SessionPublisher(tokio::sync::watch::Sender<Option<Session>>);
+
+/// A session slot, empty, and its readers.
+pub fn channel() -> (SessionPublisher, SessionWatch) {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    (SessionPublisher(tx), SessionWatch(rx))
+}
+
+impl SessionPublisher {
+    pub fn publish(&self, session: Session) {
+        self.0.send_replace(Some(session));
+    }
+}
+
+impl SessionWatch {
+    /// The session, if established (requests: never wait for a login).
+    pub fn get(&self) -> Option<Session> {
+        self.0.borrow().clone()
+    }
+
+    /// The current client, if the session is established.
+    pub fn client(&self) -> Option<SessionClient> {
+        self.0.borrow().as_ref().map(Session::client)
+    }
+
+    /// Waits for the session (background owners that need it to start).
+    pub async fn ready(&self) -> SessionClient {
+        let mut rx = self.0.clone();
+        let session = match rx.wait_for(Option::is_some).await {
+            Ok(session) => session.clone(),
+            // The publisher is gone without a session: the application is
+            // stopping before it logged in; nothing will come.
+            Err(_) => None,
+        };
+        match session {
+            Some(session) => session.client(),
+            None => std::future::pending().await,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Session {
     current: Arc<ArcSwap<Tracked<BaoClient>>>,

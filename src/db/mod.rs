@@ -9,6 +9,8 @@
 //! in docs/rotation.md.
 
 mod generation;
+pub mod limits;
+pub mod listen;
 mod migrate;
 pub mod plan;
 mod rotation;
@@ -260,6 +262,11 @@ impl Db {
             Some(g) if !g.is_invalid() => Ok(Some(PoolRef(g.hold()))),
             Some(_) => Ok(None),
         }
+    }
+
+    /// The serving generation's id, on every swap (0: none yet).
+    pub fn swaps(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.swapped.subscribe()
     }
 
     /// What the current generation is (no secrets).

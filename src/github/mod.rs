@@ -15,9 +15,13 @@ pub use client::{GithubClient, Page, RateLimit, Upstream, UpstreamError};
 
 use crate::{
     audit::{self, RequestMeta},
-    bao::{BaoError, Session},
+    bao::{BaoError, SessionClient, SessionWatch},
     config::GithubConfig,
-    db::{Db, DbError},
+    db::{
+        Db, DbError,
+        limits::{Limits, Take, Verdict},
+    },
+    ratelimit::Quota,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -150,22 +154,19 @@ type EtagCache = HashMap<(Uuid, String), (String, Value, Page)>;
 pub struct GithubService {
     client: GithubClient,
     db: Db,
-    session: Arc<tokio::sync::OnceCell<Session>>,
+    session: SessionWatch,
     kv_prefix: String,
     /// ETag cache: (user, url) → (etag, body). Bounded; purged per user on
     /// reconfigure and delete.
     etags: Arc<std::sync::Mutex<EtagCache>>,
     etag_capacity: usize,
-    /// Configure attempts per user.
-    configure_limiter: Arc<crate::auth::ratelimit::Limiter<Uuid>>,
+    limits: Limits,
+    /// Configure attempts per user, for the service as a whole.
+    configure_quota: Quota,
 }
 
 impl GithubService {
-    pub fn new(
-        config: &GithubConfig,
-        db: Db,
-        session: Arc<tokio::sync::OnceCell<Session>>,
-    ) -> Self {
+    pub fn new(config: &GithubConfig, db: Db, session: SessionWatch, limits: Limits) -> Self {
         Self {
             client: GithubClient::new(config),
             db,
@@ -173,10 +174,11 @@ impl GithubService {
             kv_prefix: config.kv_prefix.clone(),
             etags: Default::default(),
             etag_capacity: config.etag_cache_entries,
-            configure_limiter: Arc::new(crate::auth::ratelimit::Limiter::per_minute(
+            limits,
+            configure_quota: Quota::new(
                 "github_configure_user",
                 config.configure_per_user_per_minute,
-            )),
+            ),
         }
     }
 
@@ -184,8 +186,8 @@ impl GithubService {
         format!("{}/user-{user}/token", self.kv_prefix)
     }
 
-    fn session(&self) -> Result<&Session, GithubError> {
-        self.session.get().ok_or(GithubError::NoSession)
+    fn session(&self) -> Result<SessionClient, GithubError> {
+        self.session.client().ok_or(GithubError::NoSession)
     }
 
     fn purge(&self, user: Uuid) {
@@ -204,9 +206,14 @@ impl GithubService {
         meta: &RequestMeta,
     ) -> Result<Configured, GithubError> {
         // Each attempt costs a call to GitHub and a write to OpenBao.
-        self.configure_limiter
-            .check(&user)
-            .map_err(|retry_after| GithubError::RateLimited { retry_after })?;
+        let take = Take {
+            quota: self.configure_quota,
+            key: self.configure_quota.key(&[user.as_bytes()]),
+            spare_known_good: false,
+        };
+        if let Verdict::Refused { retry_after, .. } = self.limits.check(&[take], None).await? {
+            return Err(GithubError::RateLimited { retry_after });
+        }
         if !token_shape_ok(token.expose_secret()) {
             return Err(GithubError::TokenShape);
         }
@@ -231,7 +238,6 @@ impl GithubService {
         let login = body["login"].as_str().unwrap_or_default().to_string();
         let scopes = upstream.scopes.clone();
         self.session()?
-            .client()
             .kv_write(
                 &self.kv_path(user),
                 &StoredToken {
@@ -275,10 +281,7 @@ impl GithubService {
             .map_err(|e| pool.commit_error(e))?
             .rows_affected()
             > 0;
-        self.session()?
-            .client()
-            .kv_delete(&self.kv_path(user))
-            .await?;
+        self.session()?.kv_delete(&self.kv_path(user)).await?;
         self.purge(user);
         if !existed {
             return Err(GithubError::NotConfigured);
@@ -298,11 +301,7 @@ impl GithubService {
     /// Read per request from OpenBao, so a delete or reconfigure takes effect
     /// at once on every replica.
     async fn token(&self, user: Uuid) -> Result<SecretString, GithubError> {
-        let stored: Option<StoredToken> = self
-            .session()?
-            .client()
-            .kv_read(&self.kv_path(user))
-            .await?;
+        let stored: Option<StoredToken> = self.session()?.kv_read(&self.kv_path(user)).await?;
         stored
             .map(|s| SecretString::from(s.token))
             .ok_or(GithubError::NotConfigured)

@@ -180,7 +180,7 @@ impl FromRequestParts<AppState> for CurrentUser {
                 )
             })?;
         let tokens = service(state)?.tokens();
-        match tokens.verify(token) {
+        match tokens.verify(token).await {
             Ok(claims) => Ok(CurrentUser(claims)),
             Err(TokenError::Expired) => Err(unauthorized(
                 "token_expired",
@@ -192,6 +192,7 @@ impl FromRequestParts<AppState> for CurrentUser {
                 "the access token is invalid",
                 "invalid_token",
             )),
+            Err(TokenError::SessionEnded) => Err(session_ended()),
             Err(e @ TokenError::Keys(_)) => {
                 tracing::warn!(error = %e, "cannot verify access tokens");
                 Err(ApiError::unavailable(
@@ -201,6 +202,14 @@ impl FromRequestParts<AppState> for CurrentUser {
             }
         }
     }
+}
+
+fn session_ended() -> ApiError {
+    unauthorized(
+        "token_revoked",
+        "the session of this access token has ended (logged out or revoked); log in again",
+        "invalid_token",
+    )
 }
 
 impl From<AuthError> for ApiError {
@@ -229,6 +238,7 @@ impl From<AuthError> for ApiError {
                 "this refresh token was already used; the session has been revoked, log in again",
                 "invalid_grant",
             ),
+            AuthError::SessionEnded | AuthError::Token(TokenError::SessionEnded) => session_ended(),
             AuthError::Token(TokenError::Keys(detail)) => {
                 tracing::warn!(%detail, "token signing unavailable");
                 ApiError::unavailable(
@@ -329,7 +339,8 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
         (status = 400, description = "Malformed JSON body", body = ErrorBody),
         (status = 409, description = "Username or email already registered", body = ErrorBody),
         (status = 422, description = "Invalid fields", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        (status = 429, description = "Too many registrations from this client IP, for the service as a whole (`rate_limited`)", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds until a retry can succeed"))),
+        (status = 503, description = "Database unavailable", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds until a retry can succeed"))),
     )
 )]
 pub async fn register(
@@ -360,8 +371,8 @@ pub async fn register(
         (status = 200, description = "Tokens", body = TokenResponse),
         (status = 400, description = "Malformed JSON body", body = ErrorBody),
         (status = 401, description = "Invalid username or password (one generic answer)", body = ErrorBody),
-        (status = 429, description = "Too many attempts for this IP or username; see Retry-After", body = ErrorBody),
-        (status = 503, description = "Database or OpenBao unavailable", body = ErrorBody),
+        (status = 429, description = "Too many attempts for this client IP, this (IP, username) pair or this username, for the service as a whole (`rate_limited`)", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds until a retry can succeed"))),
+        (status = 503, description = "Database or OpenBao unavailable (the limits cannot be counted: no login)", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds until a retry can succeed"))),
     )
 )]
 pub async fn login(
@@ -435,20 +446,14 @@ pub async fn logout(
     security(("bearer_auth" = [])),
     responses(
         (status = 200, description = "The current user", body = UserResponse),
-        (status = 401, description = "Missing (`token_missing`), expired (`token_expired`) or invalid (`token_invalid`) token", body = ErrorBody),
+        (status = 401, description = "Missing (`token_missing`), expired (`token_expired`) or invalid (`token_invalid`) token, or its session ended (`token_revoked`)", body = ErrorBody),
     )
 )]
 pub async fn me(
     State(state): State<AppState>,
     CurrentUser(claims): CurrentUser,
 ) -> Result<Json<UserResponse>, ApiError> {
-    let user = service(&state)?.me(claims.sub).await?.ok_or_else(|| {
-        unauthorized(
-            "token_invalid",
-            "the account no longer exists",
-            "invalid_token",
-        )
-    })?;
+    let user = service(&state)?.me(claims.sub, claims.sid).await?;
     Ok(Json(user.into()))
 }
 

@@ -307,7 +307,7 @@ impl ReposParams {
         (status = 200, description = "Token verified and stored in OpenBao", body = ConfigureResponse),
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 422, description = "Not a GitHub token (`validation_failed`) or refused by GitHub (`github_token_rejected`)", body = ErrorBody),
-        (status = 429, description = "GitHub rate limit", body = ErrorBody),
+        (status = 429, description = "Too many configuration attempts for this user (`rate_limited`), or GitHub's rate limit (`github_rate_limited`)", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds until a retry can succeed"))),
         (status = 502, description = "GitHub error", body = ErrorBody),
         (status = 504, description = "GitHub timeout", body = ErrorBody),
     )
@@ -364,7 +364,7 @@ pub async fn forget(
         (status = 404, description = "`github_not_configured`", body = ErrorBody),
         (status = 422, description = "Invalid query parameter", body = ErrorBody),
         (status = 424, description = "GitHub rejected the stored token: reconfigure (`github_token_invalid`)", body = ErrorBody),
-        (status = 429, description = "GitHub rate limit; see Retry-After", body = ErrorBody),
+        (status = 429, description = "GitHub rate limit (`github_rate_limited`)", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds until a retry can succeed"))),
         (status = 502, description = "GitHub error", body = ErrorBody),
         (status = 504, description = "GitHub timeout", body = ErrorBody),
     )
@@ -400,7 +400,7 @@ pub async fn repos(
         (status = 401, description = "Missing or invalid access token", body = ErrorBody),
         (status = 404, description = "`github_not_configured`", body = ErrorBody),
         (status = 424, description = "GitHub rejected the stored token: reconfigure", body = ErrorBody),
-        (status = 429, description = "GitHub rate limit", body = ErrorBody),
+        (status = 429, description = "GitHub rate limit (`github_rate_limited`)", body = ErrorBody, headers(("retry-after" = u64, description = "Seconds until a retry can succeed"))),
         (status = 502, description = "GitHub error", body = ErrorBody),
         (status = 504, description = "GitHub timeout", body = ErrorBody),
     )

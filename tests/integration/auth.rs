@@ -439,20 +439,37 @@ async fn access_token_verification_rejects_every_bad_token_with_the_right_code()
     assert_eq!(me(&app, good).await.status(), StatusCode::OK);
 }
 
+/// The kid of an access token.
+fn kid(token: &str) -> String {
+    let h: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    h["kid"].as_str().unwrap().to_string()
+}
+
+async fn access(app: &TestApp, username: &str) -> String {
+    let body: Value = login(app, username, PASSWORD).await.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_string()
+}
+
 #[tokio::test]
-async fn a_signing_key_rotation_needs_no_restart_and_keeps_old_tokens_valid() {
-    let (stack, app) = start(&[("AUTH_SIGNING_KEY_REFRESH", "1s")]).await;
+async fn a_rotated_signing_key_is_published_at_once_and_signs_only_once_pre_published() {
+    let (stack, app) = start(&[
+        ("AUTH_SIGNING_KEY_REFRESH", "1s"),
+        ("AUTH_SIGNING_KEY_PREPUBLISH", "4s"),
+    ])
+    .await;
     assert_eq!(
         register(&app, "charles_b", PASSWORD).await.status(),
         StatusCode::CREATED
     );
-    let before: Value = login(&app, "charles_b", PASSWORD)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let before = before["access_token"].as_str().unwrap().to_string();
+    let before = access(&app, "charles_b").await;
+    assert_eq!(kid(&before), "precinct-access-token-v1");
 
+    let rotated = Instant::now();
     let r = stack
         .bao_root(
             reqwest::Method::POST,
@@ -461,40 +478,90 @@ async fn a_signing_key_rotation_needs_no_restart_and_keeps_old_tokens_valid() {
         )
         .await;
     assert!(r.status().is_success());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-
-    let after: Value = login(&app, "charles_b", PASSWORD)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let after = after["access_token"].as_str().unwrap();
-    let kid = |t: &str| -> String {
-        let h: Value = serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(t.split('.').next().unwrap())
-                .unwrap(),
-        )
-        .unwrap();
-        h["kid"].as_str().unwrap().to_string()
-    };
-    assert_eq!(kid(&before), "precinct-access-token-v1");
-    assert_eq!(kid(after), "precinct-access-token-v2");
+    // Published within the refresh interval, newest first...
+    crate::common::eventually(Duration::from_secs(5), "v2 in JWKS", || async {
+        let jwks: Value =
+            crate::common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
+        crate::common::jwks_kids(&jwks) == ["precinct-access-token-v2", "precinct-access-token-v1"]
+    })
+    .await;
+    // ...but v1 still signs until v2 is 4 s old.
+    if rotated.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            kid(&access(&app, "charles_b").await),
+            "precinct-access-token-v1"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(rotated.elapsed())).await;
+    crate::common::eventually(Duration::from_secs(3), "v2 signs", || async {
+        kid(&access(&app, "charles_b").await) == "precinct-access-token-v2"
+    })
+    .await;
+    let after = access(&app, "charles_b").await;
     assert_eq!(
         me(&app, &before).await.status(),
         StatusCode::OK,
-        "old key still verifies"
+        "the old version still verifies"
     );
-    assert_eq!(me(&app, after).await.status(), StatusCode::OK);
+    assert_eq!(me(&app, &after).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_superseded_signing_key_retires_after_the_longest_token_lifetime() {
+    // Tokens live 30 s (+ 5 s leeway + 30 s skew): v1 retires 65 s after
+    // v2 starts signing. The test waits that out.
+    let (stack, app) = start(&[
+        ("AUTH_SIGNING_KEY_REFRESH", "1s"),
+        ("AUTH_SIGNING_KEY_PREPUBLISH", "2s"),
+        ("AUTH_ACCESS_TOKEN_TTL", "30s"),
+    ])
+    .await;
+    assert_eq!(
+        register(&app, "raymond_h", PASSWORD).await.status(),
+        StatusCode::CREATED
+    );
+    let r = stack
+        .bao_root(
+            reqwest::Method::POST,
+            "transit/keys/precinct-access-token/rotate",
+            json!({}),
+        )
+        .await;
+    assert!(r.status().is_success());
+    let active = Instant::now() + Duration::from_secs(2);
+    crate::common::eventually(Duration::from_secs(10), "v2 signs", || async {
+        kid(&access(&app, "raymond_h").await) == "precinct-access-token-v2"
+    })
+    .await;
+    let retire_at = active + Duration::from_secs(65);
+    tokio::time::sleep(
+        retire_at.saturating_duration_since(Instant::now()) - Duration::from_secs(3),
+    )
+    .await;
     let jwks: Value = crate::common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
-    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        crate::common::jwks_kids(&jwks).len(),
+        2,
+        "v1 still published just before"
+    );
+    crate::common::eventually(Duration::from_secs(10), "v1 retired from JWKS", || async {
+        let jwks: Value =
+            crate::common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
+        crate::common::jwks_kids(&jwks) == ["precinct-access-token-v2"]
+    })
+    .await;
+    println!(
+        "v1 left JWKS {:?} after the expected retirement",
+        Instant::now().saturating_duration_since(retire_at)
+    );
 }
 
 /// docs/runbooks.md, "Signing key compromise", step by step: rotate the
-/// Transit key, retire the compromised version, revoke every refresh family.
+/// Transit key, retire the compromised version and announce it, revoke
+/// every refresh family.
 #[tokio::test]
 async fn a_compromised_signing_key_is_retired_and_every_session_revoked() {
-    let (stack, app) = start(&[("AUTH_SIGNING_KEY_REFRESH", "1s")]).await;
+    let (stack, app) = start(&[]).await;
     assert_eq!(
         register(&app, "mallory_v", PASSWORD).await.status(),
         StatusCode::CREATED
@@ -508,7 +575,9 @@ async fn a_compromised_signing_key_is_retired_and_every_session_revoked() {
     let stolen_refresh = stolen["refresh_token"].as_str().unwrap().to_string();
     assert_eq!(me(&app, &stolen_access).await.status(), StatusCode::OK);
 
-    // 1. Rotate. 2. Retire every version before the new one.
+    // 1. Rotate. 2. Retire every version before the new one, and tell
+    // every replica (the default refresh is a minute: only the push can
+    // make this quick).
     let key = "transit/keys/precinct-access-token";
     let r = stack
         .bao_root(reqwest::Method::POST, &format!("{key}/rotate"), json!({}))
@@ -522,15 +591,13 @@ async fn a_compromised_signing_key_is_retired_and_every_session_revoked() {
         )
         .await;
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    // 3. Revoke every refresh family.
     let mut admin = stack.admin().await;
-    sqlx::query("UPDATE precinct.refresh_families SET revoked_at = now() WHERE revoked_at IS NULL")
+    sqlx::query("NOTIFY precinct_keys")
         .execute(&mut admin)
         .await
         .unwrap();
-
-    // Within AUTH_SIGNING_KEY_REFRESH the old version is gone: its tokens
-    // are refused, whatever the verified-token cache held.
+    // The retired key's token is refused, though its session is alive and
+    // the verified-token cache held it.
     let started = Instant::now();
     crate::common::eventually(
         Duration::from_secs(10),
@@ -541,10 +608,19 @@ async fn a_compromised_signing_key_is_retired_and_every_session_revoked() {
         },
     )
     .await;
-    println!(
-        "retired signing key: its token refused {:?} after min_decryption_version",
-        started.elapsed()
+    let took = started.elapsed();
+    println!("retired signing key: its token refused {took:?} after the announcement");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let jwks: Value = crate::common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
+    assert_eq!(
+        crate::common::jwks_kids(&jwks),
+        ["precinct-access-token-v2"]
     );
+    // 3. Revoke every refresh family.
+    sqlx::query("UPDATE precinct.refresh_families SET revoked_at = now() WHERE revoked_at IS NULL")
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let refresh = crate::common::post_json(
         &app,
         "/api/v1/auth/refresh",
@@ -552,19 +628,10 @@ async fn a_compromised_signing_key_is_retired_and_every_session_revoked() {
     )
     .await;
     assert_eq!(refresh.status(), StatusCode::UNAUTHORIZED, "revoked family");
-    let jwks: Value = crate::common::get_json(&app.client, app.url("/.well-known/jwks.json")).await;
-    assert_eq!(
-        crate::common::jwks_kids(&jwks),
-        ["precinct-access-token-v2"]
-    );
-    // The user logs in again, with the new key.
-    let fresh: Value = login(&app, "mallory_v", PASSWORD)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let fresh = fresh["access_token"].as_str().unwrap();
-    assert_eq!(me(&app, fresh).await.status(), StatusCode::OK);
+    // The user logs in again, with the new key, at once.
+    let fresh = access(&app, "mallory_v").await;
+    assert_eq!(kid(&fresh), "precinct-access-token-v2");
+    assert_eq!(me(&app, &fresh).await.status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -71,6 +71,9 @@ pub fn test_config(overrides: &[(&str, &str)]) -> Config {
         ("APP_ENV".into(), "development".into()),
         ("HTTP_ADDR".into(), "127.0.0.1:0".into()),
         ("RUST_LOG".into(), "warn".into()),
+        // No balancer in front of a test app: stop at once (tests that
+        // shut down under load set it).
+        ("SHUTDOWN_DELAY".into(), "0s".into()),
     ]);
     for (k, v) in overrides {
         vars.insert(k.to_string(), v.to_string());
