@@ -45,8 +45,8 @@ log "k8s/dev wiring (SPIRE, OpenBao, PostgreSQL, backend agree)"
 "$VENV_DIR/bin/python" scripts/check-dev-wiring.py "$out/dev.yaml"
 log "Tiltfile"
 "$VENV_DIR/bin/python" scripts/check-tiltfile.py Tiltfile "$out/dev.yaml"
-# scripts/test.sh runs the release build with this exact command.
-grep -q 'cargo build --release --locked' Dockerfile || die "Dockerfile no longer builds with 'cargo build --release --locked' (scripts/test.sh does)"
+# The release build is this exact command (scripts/size-report.sh builds it the same way).
+grep -q 'cargo build --release --locked' Dockerfile || die "Dockerfile no longer builds with 'cargo build --release --locked' (scripts/size-report.sh does)"
 log "hadolint Dockerfile Dockerfile.dev Dockerfile.bootstrap"
 "$VENV_DIR/bin/hadolint" Dockerfile Dockerfile.dev Dockerfile.bootstrap
 log "shellcheck scripts"

@@ -50,6 +50,9 @@ ensure_nextest() {
   cargo install --locked --quiet cargo-nextest
 }
 
+# HAProxy (Debian's): the real load balancer of scripts/replicas.sh.
+ensure_haproxy() { need_cmd haproxy haproxy; }
+
 ensure_base_tools() {
   need_cmd curl curl
   need_cmd python3 python3

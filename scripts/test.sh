@@ -19,6 +19,8 @@ export PRECINCT_TEST_PYTHON="$VENV_DIR/bin/python"
 # The contract check over /openapi.json (tests/schemathesis.rs).
 ensure_schemathesis
 ensure_cargo_deny
+# scripts/replicas.sh puts the multi-replica tests behind a real HAProxy.
+ensure_haproxy
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -28,6 +28,7 @@ mod metrics;
 mod observability;
 mod openbao_restart;
 mod postgres_restart;
+mod replicas;
 mod rotation;
 mod rotation_engine;
 mod schemathesis;

@@ -6,6 +6,7 @@ use precinct::{Application, Config, readiness::Readiness};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod replicas;
 pub mod stack;
 
 pub struct TestApp {
