@@ -2,14 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{
-    TestApp, post_json as post,
-    stack::{Stack, start_ready as start},
-};
-use base64::{
-    Engine,
-    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
-};
+use crate::common::{TestApp, post_json as post, stack::start_ready as start};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -311,34 +305,6 @@ async fn registration_validates_each_field_and_hides_which_duplicate_collided() 
     }
 }
 
-/// Signs `claims` with Transit through the root token, as an attacker with
-/// OpenBao access could not, but as a test can: to reach verification paths.
-async fn transit_token(stack: &Stack, header: Value, claims: Value) -> String {
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let res: Value = stack
-        .bao_root(
-            reqwest::Method::POST,
-            "transit/sign/precinct-access-token/sha2-256",
-            json!({"input": STANDARD.encode(&input), "marshaling_algorithm": "jws"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let sig = res["data"]["signature"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_string();
-    format!("{input}.{sig}")
-}
-
 #[tokio::test]
 async fn access_token_verification_rejects_every_bad_token_with_the_right_code() {
     let (stack, app) = start(&[]).await;
@@ -375,15 +341,21 @@ async fn access_token_verification_rejects_every_bad_token_with_the_right_code()
         c[k] = v;
         c
     };
-    let expired = transit_token(&stack, header.clone(), with("exp", json!(now - 60))).await;
-    let wrong_iss = transit_token(&stack, header.clone(), with("iss", json!("someone-else"))).await;
-    let wrong_aud = transit_token(&stack, header.clone(), with("aud", json!("other-api"))).await;
-    let unknown_kid = transit_token(
-        &stack,
-        json!({"alg": "ES256", "kid": "precinct-access-token-v9"}),
-        claims.clone(),
-    )
-    .await;
+    let expired = stack
+        .sign_token(header.clone(), with("exp", json!(now - 60)))
+        .await;
+    let wrong_iss = stack
+        .sign_token(header.clone(), with("iss", json!("someone-else")))
+        .await;
+    let wrong_aud = stack
+        .sign_token(header.clone(), with("aud", json!("other-api")))
+        .await;
+    let unknown_kid = stack
+        .sign_token(
+            json!({"alg": "ES256", "kid": "precinct-access-token-v9"}),
+            claims.clone(),
+        )
+        .await;
     let payload = good.split('.').nth(1).unwrap();
     let alg_none = format!(
         "{}.{payload}.",

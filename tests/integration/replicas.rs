@@ -634,3 +634,135 @@ async fn a_failed_login_takes_the_same_time_on_every_replica() {
     let (min, max) = (medians.iter().min().unwrap(), medians.iter().max().unwrap());
     assert!(max.as_secs_f64() <= min.as_secs_f64() * 1.2, "{medians:?}");
 }
+
+/// Hostile input against what the replicas share: each answers 401 or 429
+/// with the JSON error shape, never a 5xx, and costs OpenBao at most one
+/// key read per replica per interval; nothing locks out a known-good
+/// client or ends a live session.
+#[tokio::test]
+async fn hostile_input_to_the_shared_state_answers_401_or_429_never_5xx() {
+    let stack = Stack::start(Lifetimes::default()).await;
+    let replicas = Replicas::start(
+        &stack,
+        3,
+        &[
+            ("AUTH_SIGNING_KEY_MIN_REFRESH", "2s"),
+            ("AUTH_SIGNING_KEY_REFRESH", "60s"),
+        ],
+    )
+    .await;
+    register(&replicas.lb, "jake_p").await;
+    register(&replicas.lb, "amy_p").await;
+    let home = "198.51.100.1";
+    let (jake, _) = tokens(&replicas.urls[0], "jake_p").await;
+    let (amy, _) = tokens(&replicas.urls[0], "amy_p").await;
+    let claims = |t: &str| -> Value {
+        serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(t.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let (jake_claims, amy_sid) = (claims(&jake), claims(&amy)["sid"].clone());
+    let expect_401 = |r: reqwest::Response, what: &'static str| async move {
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or_default();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
+        assert!(body["error"]["code"].is_string(), "{what}: {body}");
+    };
+    // Tokens signed with the real key (what only a key holder could mint):
+    // another user's session, and a session that does not exist.
+    let header = json!({"alg": "ES256", "typ": "JWT", "kid": "precinct-access-token-v1"});
+    let mut other_sid = jake_claims.clone();
+    other_sid["sid"] = amy_sid.clone();
+    let mut forged_sid = jake_claims.clone();
+    forged_sid["sid"] = json!(uuid::Uuid::now_v7());
+    for (token, what) in [
+        (
+            stack.sign_token(header.clone(), other_sid).await,
+            "another user's session",
+        ),
+        (
+            stack.sign_token(header.clone(), forged_sid).await,
+            "a session nobody started",
+        ),
+    ] {
+        for url in &replicas.urls {
+            expect_401(get(url, "/api/v1/auth/me", &token).await, what).await;
+        }
+    }
+    // A storm of plausible unknown kids over every replica (each waits for
+    // one refresh: a rotation this replica has not fetched yet looks so).
+    let reads_before = stack.bao_requests(KEY);
+    let storm_started = Instant::now();
+    let forged: Vec<(String, String)> = (0..120)
+        .map(|i| {
+            let mut parts: Vec<String> = jake.split('.').map(str::to_string).collect();
+            parts[0] = URL_SAFE_NO_PAD.encode(
+                json!({"alg": "ES256", "typ": "JWT", "kid": format!("precinct-access-token-v{}", 2 + i % 16)})
+                    .to_string(),
+            );
+            (replicas.urls[i % 3].clone(), parts.join("."))
+        })
+        .collect();
+    let statuses: Vec<StatusCode> = futures::stream::iter(forged)
+        .map(|(url, token)| async move { me(&url, &token).await })
+        .buffer_unordered(40)
+        .collect()
+        .await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let reads = stack.bao_requests(KEY) - reads_before;
+    let per_replica_bound = (storm_started.elapsed().as_secs_f64() / 2.0).ceil() as usize + 1;
+    println!(
+        "120 forged kids over 3 replicas: {reads} key reads (bound {})",
+        3 * per_replica_bound
+    );
+    assert!(reads <= 3 * per_replica_bound, "{reads} key reads");
+    // Limiter keys from a 60 KB username and an IPv6 address with a zone.
+    let huge = "u".repeat(60 * 1024);
+    for url in &replicas.urls {
+        let r = login_from(url, &huge, "wrong-password-1", home).await;
+        assert!(matches!(r.status().as_u16(), 401 | 413), "{}", r.status());
+        let r = login_from(url, "jake_p", "wrong-password-1", "fe80::1%eth0").await;
+        expect_401(r, "a zoned IPv6 address").await;
+    }
+    // NOTIFY payloads that are not ours, and one naming a live session.
+    let mut admin = stack.admin().await;
+    for payload in [
+        "garbage".to_string(),
+        "x".repeat(7999),
+        amy_sid.as_str().unwrap().to_string(),
+        format!("{},{}", amy_sid.as_str().unwrap(), "not-a-uuid"),
+    ] {
+        sqlx::query("select pg_notify('precinct_sessions', $1)")
+            .bind(&payload)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    for _ in 0..200 {
+        sqlx::query("select pg_notify('precinct_keys', 'whatever')")
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for url in &replicas.urls {
+        assert_eq!(
+            me(url, &amy).await,
+            StatusCode::OK,
+            "a live session stays live: {url}"
+        );
+        assert_eq!(me(url, &jake).await, StatusCode::OK, "{url}");
+    }
+    // Nothing locked out the known-good clients.
+    for url in &replicas.urls {
+        let r = login_from(url, "amy_p", TEST_PASSWORD, "198.51.100.1").await;
+        assert_eq!(r.status(), StatusCode::OK, "{url}");
+    }
+}
