@@ -11,6 +11,10 @@
 #   DB_VAULT_USER / DB_VAULT_PASSWORD   the precinct_vault login (sql/bootstrap.sql)
 #   TOKEN_TTL / TOKEN_MAX_TTL           [90m / 3h]   JWT-login token lifetimes
 #   DB_LEASE_TTL / DB_LEASE_MAX_TTL     [90m / 3h]   dynamic credential lifetimes
+#   TRANSIT_AUTO_ROTATE_PERIOD  Transit rotates the signing key this often  [720h]
+#                         (at least 1h; precinct pre-publishes each new version
+#                         and retires the old one after the longest token
+#                         lifetime: docs/auth.md)
 #   DB_USERNAME_TEMPLATE  names of the dynamic roles   [OpenBao's default, v-…]
 #                         (tests put a tag in it to find and drop their roles)
 # See docs/rotation.md for why these lifetimes go together.
@@ -39,6 +43,8 @@ mounted mounts "$TRANSIT_MOUNT" || "$BAO" secrets enable -path="$TRANSIT_MOUNT" 
 SIGNING_KEY="${AUTH_SIGNING_KEY:-precinct-access-token}"
 "$BAO" read "$TRANSIT_MOUNT/keys/$SIGNING_KEY" >/dev/null 2>&1 \
   || "$BAO" write -f "$TRANSIT_MOUNT/keys/$SIGNING_KEY" type=ecdsa-p256 >/dev/null
+"$BAO" write "$TRANSIT_MOUNT/keys/$SIGNING_KEY/config" \
+  auto_rotate_period="${TRANSIT_AUTO_ROTATE_PERIOD:-720h}" >/dev/null
 
 # The issuer OpenBao trusts: SPIRE's OIDC discovery provider (or the dev agent).
 "$BAO" write -force "auth/$JWT_MOUNT/config" \

@@ -16,10 +16,12 @@
 #
 # Settings: PRECINCT_BIN (the binary; built if unset), REPLICAS_DIR (pids,
 # logs, haproxy.cfg; default .dev/replicas), REPLICAS_HOST (127.0.0.1),
-# REPLICAS_BASE_PORT (replica I listens on BASE+I; 18300), LB_PORT (the
+# REPLICAS_BASE_PORT (replica I listens on BASE+I; 18400), LB_PORT (the
 # balancer; BASE), REPLICAS_PORTS ("p1 p2 …": explicit ports instead of
 # BASE+I), REPLICAS_METRICS_PORTS ("m1 m2 …": /metrics of each replica;
-# unset: none). HAProxy checks /api/v1/health/ready every
+# unset: none), LB_ONE_PORT (a second frontend that sends everything to
+# replica 1 alone: one replica against N behind the same balancer; unset:
+# none). HAProxy checks /api/v1/health/ready every
 # 500 ms and takes a replica out after 2 failures (within 1 s), back in
 # after 2 successes; each replica gets SHUTDOWN_DELAY (default 3 s here), so
 # the balancer sees a stopping replica's 503 before its listener closes.
@@ -29,7 +31,7 @@ source "$(dirname "$0")/lib.sh"
 
 REPLICAS_DIR="${REPLICAS_DIR:-$ROOT/.dev/replicas}"
 HOST="${REPLICAS_HOST:-127.0.0.1}"
-BASE_PORT="${REPLICAS_BASE_PORT:-18300}"
+BASE_PORT="${REPLICAS_BASE_PORT:-18400}"
 LB_PORT="${LB_PORT:-$BASE_PORT}"
 mkdir -p "$REPLICAS_DIR"
 
@@ -131,6 +133,18 @@ CFG
     for i in $(seq 1 "$n"); do
       echo "  server r$i $HOST:$(port_of "$i")"
     done
+    if [ -n "${LB_ONE_PORT:-}" ]; then
+      cat <<CFG
+frontend precinct-one
+  bind $HOST:$LB_ONE_PORT
+  default_backend one
+backend one
+  option httpchk GET /api/v1/health/ready
+  http-check expect status 200
+  default-server check inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2
+  server r1 $HOST:$(port_of 1)
+CFG
+    fi
   } >"$REPLICAS_DIR/haproxy.cfg"
 }
 
@@ -172,6 +186,7 @@ cmd_start() {
   write_haproxy_cfg "$n"
   start_haproxy
   echo "lb http://$HOST:$LB_PORT"
+  [ -z "${LB_ONE_PORT:-}" ] || echo "lb1 http://$HOST:$LB_ONE_PORT"
   for i in $(seq 1 "$n"); do echo "r$i http://$HOST:$(port_of "$i")"; done
 }
 

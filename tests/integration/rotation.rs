@@ -430,6 +430,19 @@ async fn the_openbao_configuration_is_idempotent() {
     let role: Value = role.json().await.unwrap();
     assert_eq!(role["data"]["bound_subject"], crate::common::SPIFFE_ID);
     assert_eq!(role["data"]["bound_audiences"], json!(["openbao"]));
+    // Transit rotates the signing key by itself (precinct pre-publishes).
+    let key: Value = stack
+        .bao_root(
+            reqwest::Method::GET,
+            "transit/keys/precinct-access-token",
+            json!(null),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(key["data"]["auto_rotate_period"], 720 * 3600);
+    assert_eq!(key["data"]["latest_version"], 1, "a rerun adds no version");
 }
 
 /// Least privilege, asked of OpenBao itself: precinct's own tokens (the
