@@ -86,10 +86,10 @@ impl Application {
         if events.is_enabled() {
             tracing::info!("recording Kubernetes Events on this pod");
         }
-        let db = match (&config.db, &config.bao) {
-            (Some(db), Some(bao)) => Some(Db::new(db.clone(), bao.clone(), events.clone())),
-            _ => None,
-        };
+        let db = config
+            .backends
+            .as_ref()
+            .map(|b| Db::new(b.db.clone(), b.bao.clone(), events.clone()));
         let (session_publisher, session) = crate::bao::session_channel();
         let limits = db
             .as_ref()
@@ -241,7 +241,12 @@ impl Application {
     /// already answers (readiness 503 with reasons). Each step retries on its
     /// own; a step that gives up stops the application with its message.
     fn spawn_bring_up(&mut self) {
-        let Some(identity_config) = self.config.identity.clone() else {
+        let Some(crate::config::Backends {
+            identity: identity_config,
+            bao: bao_config,
+            ..
+        }) = self.config.backends.clone()
+        else {
             tracing::warn!(
                 "SPIFFE_ENDPOINT_SOCKET not set: serving without workload identity (development only)"
             );
@@ -269,8 +274,7 @@ impl Application {
         );
         let events = self.events.clone();
         let identity_cell = self.owners.identity.clone();
-        let (bao_config, db, session_publisher) = (
-            self.config.bao.clone().expect("bao config with identity"),
+        let (db, session_publisher) = (
             self.db.clone().expect("db with identity"),
             self.session_publisher.take().expect("bring-up runs once"),
         );

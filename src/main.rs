@@ -58,7 +58,7 @@ fn load_config() -> Config {
 async fn migrate() -> anyhow::Result<()> {
     let config = load_config();
     telemetry::init(&config.log);
-    let (Some(identity), Some(bao), Some(db)) = (&config.identity, &config.bao, &config.db) else {
+    let Some(precinct::config::Backends { identity, bao, db }) = &config.backends else {
         anyhow::bail!("SPIFFE_ENDPOINT_SOCKET is required to run migrations");
     };
     let identity = precinct::identity::Identity::connect(identity).await?;

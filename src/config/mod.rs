@@ -68,6 +68,16 @@ impl FromStr for AppEnv {
     }
 }
 
+/// What precinct runs on: an identity, and what it logs in to with it.
+/// Together or not at all: OpenBao needs the identity, the database needs
+/// OpenBao.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    pub identity: IdentityConfig,
+    pub bao: BaoConfig,
+    pub db: DbConfig,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub env: AppEnv,
@@ -78,10 +88,7 @@ pub struct Config {
     pub log: LogConfig,
     /// `None` only in development without `SPIFFE_ENDPOINT_SOCKET`: the HTTP
     /// surface runs alone, without identity or anything that needs it.
-    pub identity: Option<IdentityConfig>,
-    /// Present whenever `identity` is: OpenBao and the database need it.
-    pub bao: Option<BaoConfig>,
-    pub db: Option<DbConfig>,
+    pub backends: Option<Backends>,
     pub auth: AuthConfig,
     pub github: GithubConfig,
     pub tasks: TasksConfig,
@@ -116,19 +123,14 @@ impl Config {
         let auth = auth::parse(v)?;
         let github = github::parse(v, env, allow_insecure)?;
         let tasks = tasks::parse(v, &db, &bao)?;
-        let (bao, db) = match identity {
-            Some(_) => (Some(bao), Some(db)),
-            None => (None, None),
-        };
+        let backends = identity.map(|identity| Backends { identity, bao, db });
 
         Ok(Config {
             env,
             allow_insecure,
             http,
             log,
-            identity,
-            bao,
-            db,
+            backends,
             auth,
             github,
             tasks,
@@ -158,9 +160,9 @@ mod tests {
     #[test]
     fn production_fails_closed() {
         let c = load(&[SOCKET, BAO]).unwrap();
-        assert_eq!(c.db.as_ref().unwrap().sslmode, "verify-full");
+        assert_eq!(c.backends.as_ref().unwrap().db.sslmode, "verify-full");
         let dev = load(&[("APP_ENV", "development"), SOCKET]).unwrap();
-        assert_eq!(dev.db.as_ref().unwrap().sslmode, "prefer");
+        assert_eq!(dev.backends.as_ref().unwrap().db.sslmode, "prefer");
         let e = load(&[SOCKET, BAO, ("GITHUB_API_URL", "http://github.internal")]).unwrap_err();
         assert_eq!(e.var, "GITHUB_API_URL");
         assert!(
@@ -181,7 +183,7 @@ mod tests {
         assert_eq!(load(&[]).unwrap_err().var, "SPIFFE_ENDPOINT_SOCKET");
         let c = load(&[("APP_ENV", "development")]).unwrap();
         assert!(
-            c.identity.is_none(),
+            c.backends.is_none(),
             "development may run the HTTP surface alone"
         );
     }
@@ -189,7 +191,7 @@ mod tests {
     #[test]
     fn identity_settings_are_validated() {
         let c = load(&[SOCKET, BAO, ("JWT_SVID_AUDIENCE", "openbao, other")]).unwrap();
-        let id = c.identity.unwrap();
+        let id = c.backends.unwrap().identity;
         assert_eq!(id.jwt_audience, vec!["openbao", "other"]);
         assert_eq!(id.startup_timeout, Duration::from_secs(30));
         let err = load(&[SOCKET, BAO, ("EXPECTED_SPIFFE_ID", "not-a-spiffe-id")]).unwrap_err();
@@ -197,7 +199,10 @@ mod tests {
         let err = load(&[("SPIFFE_ENDPOINT_SOCKET", "http://x")]).unwrap_err();
         assert_eq!(err.var, "SPIFFE_ENDPOINT_SOCKET");
         let c = load(&[("SPIFFE_ENDPOINT_SOCKET", "/tmp/agent.sock"), BAO]).unwrap();
-        assert_eq!(c.identity.unwrap().endpoint, "unix:///tmp/agent.sock");
+        assert_eq!(
+            c.backends.unwrap().identity.endpoint,
+            "unix:///tmp/agent.sock"
+        );
     }
 
     #[test]
@@ -207,7 +212,7 @@ mod tests {
         let err = load(&[SOCKET, ("VAULT_ADDR", "http://bao:8200")]).unwrap_err();
         assert_eq!(err.var, "VAULT_ADDR", "the variable actually used is named");
         let ok = load(&[SOCKET, ("BAO_ADDR", "https://bao:8200")]).unwrap();
-        assert_eq!(ok.bao.unwrap().addr.as_str(), "https://bao:8200/");
+        assert_eq!(ok.backends.unwrap().bao.addr.as_str(), "https://bao:8200/");
         assert!(
             load(&[
                 SOCKET,
@@ -229,7 +234,7 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.var, "DB_DRAIN_TIMEOUT");
-        let c = load(&[dev, SOCKET]).unwrap().db.unwrap();
+        let c = load(&[dev, SOCKET]).unwrap().backends.unwrap().db;
         assert_eq!(c.rotation_interval, Duration::from_secs(50 * 60));
         assert_eq!(c.pool_max, 10);
     }

@@ -169,13 +169,14 @@ async fn rotations_failures_and_svid_rotations_are_recorded() {
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let config = crate::common::test_config(&pairs);
     let db = Db::new(
-        config.db.clone().unwrap(),
-        config.bao.clone().unwrap(),
+        config.backends.clone().unwrap().db,
+        config.backends.clone().unwrap().bao,
         events.clone(),
     );
-    let bao = precinct::bao::BaoClient::login(config.bao.as_ref().unwrap(), &stack_identity)
-        .await
-        .unwrap();
+    let bao =
+        precinct::bao::BaoClient::login(&config.backends.as_ref().unwrap().bao, &stack_identity)
+            .await
+            .unwrap();
     precinct::db::migrate(&bao, db.config()).await.unwrap();
     precinct::db::spawn(
         db.clone(),

@@ -367,7 +367,7 @@ async fn openbao_refuses_a_wrong_spiffe_id_or_audience() {
     let bao_config = {
         let env = stack.app_env();
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        crate::common::test_config(&pairs).bao.unwrap()
+        crate::common::test_config(&pairs).backends.unwrap().bao
     };
     // An agent handing out another identity, trusted by nobody.
     let dir = tempfile::tempdir().unwrap();

@@ -191,8 +191,9 @@ async fn connect(
     }
     let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let config = crate::common::test_config(&pairs);
-    let options = precinct::db::connect_options(config.db.as_ref().unwrap(), "postgres", "unused")
-        .options([("search_path", "public")]);
+    let options =
+        precinct::db::connect_options(&config.backends.as_ref().unwrap().db, "postgres", "unused")
+            .options([("search_path", "public")]);
     let mut conn = options.connect().await.map_err(|e| e.to_string())?;
     let ssl: bool = sqlx::query_scalar("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
         .fetch_one(&mut conn)

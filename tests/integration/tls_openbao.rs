@@ -64,7 +64,7 @@ async fn vault_skip_verify_in_the_environment_does_not_turn_off_tls_verification
             vars.push(("BAO_CACERT", c.display().to_string()));
         }
         let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        crate::common::test_config(&pairs).bao.unwrap()
+        crate::common::test_config(&pairs).backends.unwrap().bao
     };
     let refused = precinct::bao::BaoClient::login(&login(None), &identity).await;
     let err = refused.err().expect("an unknown CA is refused").to_string();
