@@ -8,7 +8,7 @@ usage: check-monitoring.py RENDERED.yaml RULES_OUT.yaml
   public rule still opens :8000 alone;
 - every alert names a runbook section of docs/runbooks.md that exists, and
   every runbook section with an alert is used;
-- every metric an alert reads is one precinct exports (src/metrics.rs);
+- every metric an alert reads is one precinct exports (named in src/);
 - writes the rules as a plain Prometheus rules file for promtool.
 """
 
@@ -64,7 +64,10 @@ def slug(heading):
 
 
 anchors = {slug(h) for h in re.findall(r"^#{2,3} (.+)$", runbooks, re.M)}
-exported = set(re.findall(r'"(precinct_[a-z_]+)"', pathlib.Path("src/metrics.rs").read_text()))
+# Each module names its own metrics (src/**/metrics.rs and the leaves').
+exported = set()
+for source in pathlib.Path("src").rglob("*.rs"):
+    exported |= set(re.findall(r'"(precinct_[a-z_]+)"', source.read_text()))
 alerts, used = [], set()
 for group in rule["spec"]["groups"]:
     for r in group["rules"]:

@@ -34,6 +34,14 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
+
+    /// Sleeps the next delay; `false` if `cancel` fired first (stop).
+    pub async fn wait(&mut self, cancel: &tokio_util::sync::CancellationToken) -> bool {
+        tokio::select! {
+            _ = cancel.cancelled() => false,
+            _ = tokio::time::sleep(self.next_delay()) => true,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,32 @@ use std::{net::IpAddr, time::Duration};
 
 use sha2::{Digest, Sha256};
 
+/// `precinct_auth_rate_limited_total{limiter}`: refusals by any limiter.
+pub const RATE_LIMITED: &str = "precinct_auth_rate_limited_total";
+
+/// Every limiter's name (the metric's label set, exported at 0).
+pub const LIMITERS: [&str; 5] = [
+    "login_ip",
+    "login_username_ip",
+    "login_username",
+    "register_ip",
+    "github_configure_user",
+];
+
+pub const FAMILY: crate::metrics::Family = crate::metrics::Family {
+    metrics: &[crate::metrics::Metric {
+        name: RATE_LIMITED,
+        kind: crate::metrics::Kind::Counter,
+        help: "Requests refused by a rate limiter, by limiter",
+    }],
+    buckets: &[],
+    zero: || {
+        for limiter in LIMITERS {
+            metrics::counter!(RATE_LIMITED, "limiter" => limiter).increment(0);
+        }
+    },
+};
+
 /// A limiter's key, as stored.
 pub type Key = [u8; 32];
 

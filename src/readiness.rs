@@ -13,6 +13,26 @@ use std::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub const READY: &str = "precinct_dependency_ready";
+pub const DEGRADED: &str = "precinct_dependency_degraded";
+
+pub const FAMILY: crate::metrics::Family = crate::metrics::Family {
+    metrics: &[
+        crate::metrics::Metric {
+            name: READY,
+            kind: crate::metrics::Kind::Gauge,
+            help: "1 when the dependency check counts as ready",
+        },
+        crate::metrics::Metric {
+            name: DEGRADED,
+            kind: crate::metrics::Kind::Gauge,
+            help: "1 when the dependency check is degraded",
+        },
+    ],
+    buckets: &[],
+    zero: || {},
+};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Ready,
@@ -65,6 +85,16 @@ impl Readiness {
 
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Sets the readiness gauges (a scrape-time collector).
+    pub fn export(&self) {
+        for (name, check) in self.report().checks {
+            metrics::gauge!(READY, "check" => name.clone())
+                .set(f64::from(u8::from(check.status != CheckStatus::NotReady)));
+            metrics::gauge!(DEGRADED, "check" => name)
+                .set(f64::from(u8::from(check.status == CheckStatus::Degraded)));
+        }
     }
 
     pub fn report(&self) -> ReadinessReport {

@@ -11,6 +11,20 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{events::PodEvents, readiness::Check};
 
+/// `precinct_task_failures_total{task}`: tasks that panicked or ended.
+pub const TASK_FAILURES: &str = "precinct_task_failures_total";
+
+pub const FAMILY: crate::metrics::Family = crate::metrics::Family {
+    metrics: &[crate::metrics::Metric {
+        name: TASK_FAILURES,
+        kind: crate::metrics::Kind::Counter,
+        help: "Background tasks that panicked or ended",
+    }],
+    buckets: &[],
+    // Each task's series starts at 0 when the task is spawned.
+    zero: || {},
+};
+
 /// The first fatal error, reported by the application when it exits.
 pub type Fatal = Arc<std::sync::Mutex<Option<String>>>;
 
@@ -59,9 +73,47 @@ impl Supervisor {
         }
     }
 
+    /// A supervisor with its own tracker and tokens.
+    pub fn start(check: Check, events: PodEvents, grace: Duration) -> Self {
+        Self::new(
+            TaskTracker::new(),
+            CancellationToken::new(),
+            check,
+            events,
+            Fatal::default(),
+            CancellationToken::new(),
+            grace,
+        )
+    }
+
     /// The token background tasks stop on.
     pub fn cancel(&self) -> &CancellationToken {
         &self.cancel
+    }
+
+    /// Cancelled when the application must stop (a failed task, a failed
+    /// start-up step, or a test asking).
+    pub fn shutdown_trigger(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Stops the application now with `reason` (a start-up step that gave up).
+    pub fn fail_now(&self, reason: String) {
+        self.fatal.lock().expect("fatal lock").get_or_insert(reason);
+        self.shutdown.cancel();
+    }
+
+    /// The first fatal error, if any (once).
+    pub fn take_fatal(&self) -> Option<String> {
+        self.fatal.lock().expect("fatal lock").take()
+    }
+
+    /// Cancels every task and waits for them, up to `bound`; `false` when
+    /// some were still running at the bound.
+    pub async fn stop(&self, bound: Duration) -> bool {
+        self.cancel.cancel();
+        self.tasks.close();
+        tokio::time::timeout(bound, self.tasks.wait()).await.is_ok()
     }
 
     /// Runs `task` under watch.
@@ -71,7 +123,7 @@ impl Supervisor {
     {
         // Exported at 0 from the start, so that a first failure shows as an
         // increase.
-        metrics::counter!(crate::metrics::TASK_FAILURES, "task" => name).increment(0);
+        metrics::counter!(TASK_FAILURES, "task" => name).increment(0);
         let this = self.clone();
         let handle = tokio::spawn(task);
         self.tasks.spawn(async move {
@@ -89,7 +141,7 @@ impl Supervisor {
         let reason = format!("background task {name} {cause}");
         tracing::error!(event = "task_failed", task = name, %cause, grace = ?self.grace, "background task failed; exiting after the grace period");
         self.check.set_not_ready(reason.clone());
-        metrics::counter!(crate::metrics::TASK_FAILURES, "task" => name).increment(1);
+        metrics::counter!(TASK_FAILURES, "task" => name).increment(1);
         self.events
             .warning(
                 "TaskFailed",

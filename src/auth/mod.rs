@@ -4,6 +4,7 @@
 
 pub mod jwt;
 pub mod keys;
+pub mod metrics;
 pub mod password;
 pub mod ratelimit;
 pub mod sessions;
@@ -216,14 +217,14 @@ impl AuthService {
             .check(&takes, Some(known_good))
             .await
             .inspect_err(|_| {
-                metrics::counter!(crate::metrics::LOGINS, "outcome" => "error").increment(1);
+                ::metrics::counter!(metrics::LOGINS, "outcome" => "error").increment(1);
             })?;
         if let Verdict::Refused {
             retry_after,
             limiter,
         } = verdict
         {
-            metrics::counter!(crate::metrics::LOGINS, "outcome" => "rate_limited").increment(1);
+            ::metrics::counter!(metrics::LOGINS, "outcome" => "rate_limited").increment(1);
             tracing::debug!(event = "login_rate_limited", limiter, client_ip = %meta.client_ip, "login refused by a rate limit");
             return Err(self.rate_limited("login", retry_after, meta).await);
         }
@@ -235,7 +236,7 @@ impl AuthService {
             Err(AuthError::InvalidCredentials) => "invalid_credentials",
             Err(_) => "error",
         };
-        metrics::counter!(crate::metrics::LOGINS, "outcome" => outcome).increment(1);
+        ::metrics::counter!(metrics::LOGINS, "outcome" => outcome).increment(1);
         let tokens = result?;
         // Best effort: a failure only means the backstop may apply to this
         // client until its next login.
@@ -387,7 +388,7 @@ impl AuthService {
                 revoke_family(&mut tx, family)
                     .await
                     .map_err(|e| pool.error(e))?;
-                metrics::counter!(crate::metrics::REFRESH_REUSE).increment(1);
+                ::metrics::counter!(metrics::REFRESH_REUSE).increment(1);
                 tracing::warn!(event = "refresh_reuse_detected", user_id = %user_id, "refresh token reused: family revoked");
             }
             audit::record(

@@ -152,7 +152,7 @@ impl Hasher {
     }
 
     fn floor_exceeded(&self, took: Duration) {
-        metrics::counter!(crate::metrics::LOGIN_FLOOR_EXCEEDED).increment(1);
+        metrics::counter!(super::metrics::LOGIN_FLOOR_EXCEEDED).increment(1);
         let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
         let last = self.exceeded_warned.load(Ordering::Relaxed);
         if now >= last + 60

@@ -6,6 +6,7 @@
 //! docs/rotation.md); [`Session`] keeps a long-lived one for KV and Transit.
 
 mod endpoints;
+pub mod metrics;
 mod session;
 pub mod traced;
 
@@ -65,8 +66,7 @@ impl BaoError {
             ClientError::APIError { .. } => "refused",
             _ => "unreachable",
         };
-        metrics::counter!(crate::metrics::OPENBAO_ERRORS, "operation" => operation, "kind" => kind)
-            .increment(1);
+        ::metrics::counter!(metrics::ERRORS, "operation" => operation, "kind" => kind).increment(1);
         match e {
             ClientError::APIError { code, errors } => BaoError::Api {
                 operation,

@@ -2,7 +2,6 @@
 
 use std::{
     str::FromStr,
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -30,7 +29,6 @@ pub struct Generation {
     pub created_at: OffsetDateTime,
     /// The token that created the lease; the lease dies with it.
     pub bao: BaoClient,
-    pub(super) deadlines: Mutex<Deadlines>,
     /// Where this generation's handlers report a role PostgreSQL refused.
     pub(super) requests: mpsc::Sender<Request>,
     /// Why the granted lifetimes do not fit the rotation settings, if so.
@@ -42,25 +40,10 @@ pub struct Generation {
     pub(super) password: secrecy::SecretString,
 }
 
-/// Expiries that renewals move, in monotonic time (measured here from
-/// the TTLs OpenBao granted). `None`: granted 0, no expiry.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Deadlines {
-    pub lease: Option<Instant>,
-    pub token: Option<Instant>,
-}
-
-impl Deadlines {
-    /// The earlier of the two: the lease dies with its token.
-    pub fn effective(&self) -> Option<Instant> {
-        match (self.lease, self.token) {
-            (Some(l), Some(t)) => Some(l.min(t)),
-            (l, t) => l.or(t),
-        }
-    }
-}
-
-/// What may be shown about a generation.
+/// What may be shown about a generation, as the engine publishes it when
+/// the generation or its deadlines change. Wall-clock expiries (`None`:
+/// granted 0, no expiry); the lease dies with its token, so the earlier of
+/// the two is when the generation's credentials end.
 #[derive(Debug, Clone)]
 pub struct GenerationInfo {
     pub id: u64,
@@ -70,8 +53,18 @@ pub struct GenerationInfo {
     pub created_at: OffsetDateTime,
 }
 
+impl GenerationInfo {
+    /// When the credentials end: the earlier of lease and token.
+    pub fn ends_at(&self) -> Option<OffsetDateTime> {
+        match (self.lease_expires_at, self.token_expires_at) {
+            (Some(l), Some(t)) => Some(l.min(t)),
+            (l, t) => l.or(t),
+        }
+    }
+}
+
 /// A monotonic deadline as the wall-clock time it corresponds to now.
-fn wall(at: Instant) -> OffsetDateTime {
+pub(super) fn wall(at: Instant) -> OffsetDateTime {
     let now = Instant::now();
     let wall_now = OffsetDateTime::now_utc();
     if at >= now {
@@ -82,17 +75,6 @@ fn wall(at: Instant) -> OffsetDateTime {
 }
 
 impl Generation {
-    pub fn info(&self) -> GenerationInfo {
-        let d = self.deadlines();
-        GenerationInfo {
-            id: self.id,
-            username: self.username.clone(),
-            lease_expires_at: d.lease.map(wall),
-            token_expires_at: d.token.map(wall),
-            created_at: self.created_at,
-        }
-    }
-
     pub(super) fn is_invalid(&self) -> bool {
         self.invalid.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -101,14 +83,6 @@ impl Generation {
     pub(super) fn mark_invalid(&self) -> bool {
         self.invalid
             .swap(true, std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub(super) fn deadlines(&self) -> Deadlines {
-        *self.deadlines.lock().expect("deadlines lock")
-    }
-
-    pub(super) fn set_deadlines(&self, f: impl FnOnce(&mut Deadlines)) {
-        f(&mut self.deadlines.lock().expect("deadlines lock"));
     }
 }
 

@@ -101,7 +101,7 @@ impl Limits {
     }
 
     fn refusal(&self, limiter: &'static str, retry_after: Duration) -> Verdict {
-        metrics::counter!(crate::metrics::RATE_LIMITED, "limiter" => limiter).increment(1);
+        metrics::counter!(crate::ratelimit::RATE_LIMITED, "limiter" => limiter).increment(1);
         Verdict::Refused {
             limiter,
             retry_after,

@@ -7,10 +7,17 @@
 //! no handler holds it, and only then is its lease revoked (which terminates
 //! the role's sessions and drops the role). The design and its timeline are
 //! in docs/rotation.md.
+//!
+//! [`channel`] makes the two sides together, as linkerd's `creds::watch()`
+//! does: the request side ([`Db`], cheap to clone) reads the serving
+//! generation and asks for rotations; the engine side ([`Publisher`], one
+//! of it) is the only writer, and [`engine`] turns it into the tasks that
+//! keep the credentials fresh.
 
 mod generation;
 pub mod limits;
 pub mod listen;
+pub mod metrics;
 mod migrate;
 pub mod plan;
 mod rotation;
@@ -24,13 +31,12 @@ use tokio::sync::mpsc;
 pub use generation::{Generation, GenerationInfo, connect_options};
 pub use migrate::{MIGRATOR, migrate};
 pub use plan::{Renewal, Trigger};
-pub use rotation::spawn;
+pub use rotation::{Leftover, engine};
 
 use crate::{
     bao::BaoError,
-    config::{BaoConfig, DbConfig},
+    config::DbConfig,
     drain::{Hold, Tracked},
-    events::PodEvents,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +79,7 @@ where
 {
     match op().await {
         Err(e) if e.is_disconnected() => {
-            metrics::counter!(crate::metrics::CONNECTION_RETRIES).increment(1);
+            ::metrics::counter!(metrics::CONNECTION_RETRIES).increment(1);
             tracing::info!(
                 event = "db_connection_lost",
                 "database connection lost before commit; retrying on a fresh connection"
@@ -102,26 +108,85 @@ pub enum Ask {
     CheckRole,
 }
 
-struct Inner {
+/// What both sides see. Only the [`Publisher`] writes `current` and `info`.
+struct Shared {
     current: ArcSwapOption<Tracked<Generation>>,
     /// The serving generation's id, published on every swap: requests that
     /// found their generation invalid wait here for its successor.
     swapped: tokio::sync::watch::Sender<u64>,
+    /// What the serving generation is, deadlines included, as the engine
+    /// last learned it.
+    info: tokio::sync::watch::Sender<Option<GenerationInfo>>,
     requests: mpsc::Sender<Request>,
-    inbox: std::sync::Mutex<Option<mpsc::Receiver<Request>>>,
     config: DbConfig,
-    bao: BaoConfig,
-    events: PodEvents,
-    /// The last rotation attempt failed (readiness judges the margin by it).
-    failing: std::sync::atomic::AtomicBool,
     #[cfg(feature = "fault-injection")]
     panic_next: std::sync::atomic::AtomicBool,
 }
 
-/// Handle to the rotating pool. Cheap to clone.
+/// The request side of the rotating pool. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
+}
+
+/// The engine side: the only writer of the serving generation. One exists.
+pub struct Publisher {
+    shared: Arc<Shared>,
+    inbox: mpsc::Receiver<Request>,
+}
+
+/// A pool with no generation yet: its readers and its one writer.
+pub fn channel(config: DbConfig) -> (Db, Publisher) {
+    // Requests only wake the loop: a few pending are as good as many.
+    let (requests, inbox) = mpsc::channel(8);
+    let shared = Arc::new(Shared {
+        current: ArcSwapOption::empty(),
+        swapped: tokio::sync::watch::Sender::new(0),
+        info: tokio::sync::watch::Sender::new(None),
+        requests,
+        config,
+        #[cfg(feature = "fault-injection")]
+        panic_next: std::sync::atomic::AtomicBool::new(false),
+    });
+    (
+        Db {
+            shared: shared.clone(),
+        },
+        Publisher { shared, inbox },
+    )
+}
+
+impl Publisher {
+    /// Serves `next` from now on; returns the generation it replaces.
+    fn swap(&self, next: Option<Arc<Tracked<Generation>>>) -> Option<Arc<Tracked<Generation>>> {
+        let id = next.as_ref().map_or(0, |g| g.id);
+        let old = self.shared.current.swap(next);
+        self.shared.swapped.send_replace(id);
+        old
+    }
+
+    fn serving(&self) -> Option<Arc<Tracked<Generation>>> {
+        self.shared.current.load_full()
+    }
+
+    fn publish_info(&self, info: Option<GenerationInfo>) {
+        self.shared.info.send_replace(info);
+    }
+
+    fn config(&self) -> &DbConfig {
+        &self.shared.config
+    }
+
+    fn requests(&self) -> mpsc::Sender<Request> {
+        self.shared.requests.clone()
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn take_injected_panic(&self) -> bool {
+        self.shared
+            .panic_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// The current generation's pool, held for the length of a request. While
@@ -201,26 +266,6 @@ impl PoolRef {
 }
 
 impl Db {
-    /// `events` records rotations and their failures on the Pod.
-    pub fn new(config: DbConfig, bao: BaoConfig, events: PodEvents) -> Self {
-        // Requests only wake the loop: a few pending are as good as many.
-        let (requests, inbox) = mpsc::channel(8);
-        Self {
-            inner: Arc::new(Inner {
-                current: ArcSwapOption::empty(),
-                swapped: tokio::sync::watch::Sender::new(0),
-                requests,
-                inbox: std::sync::Mutex::new(Some(inbox)),
-                config,
-                bao,
-                events,
-                failing: std::sync::atomic::AtomicBool::new(false),
-                #[cfg(feature = "fault-injection")]
-                panic_next: std::sync::atomic::AtomicBool::new(false),
-            }),
-        }
-    }
-
     /// The current pool. Errors with `Unavailable` before the first
     /// generation exists. While the serving generation is known to be
     /// invalid (PostgreSQL refused its role), waits for its successor, up to
@@ -232,9 +277,9 @@ impl Db {
         if let Some(ready) = self.serving()? {
             return Ok(ready);
         }
-        let mut swapped = self.inner.swapped.subscribe();
+        let mut swapped = self.shared.swapped.subscribe();
         let wait = self
-            .inner
+            .shared
             .config
             .acquire_timeout
             .min(std::time::Duration::from_secs(2));
@@ -257,7 +302,7 @@ impl Db {
     /// The serving generation's pool if it is valid; `Ok(None)` while it is
     /// known to be invalid; an error before the first generation.
     fn serving(&self) -> Result<Option<PoolRef>, DbError> {
-        match self.inner.current.load().as_ref() {
+        match self.shared.current.load().as_ref() {
             None => Err(DbError::Unavailable("no database credentials yet".into())),
             Some(g) if !g.is_invalid() => Ok(Some(PoolRef(g.hold()))),
             Some(_) => Ok(None),
@@ -266,12 +311,12 @@ impl Db {
 
     /// The serving generation's id, on every swap (0: none yet).
     pub fn swaps(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.swapped.subscribe()
+        self.shared.swapped.subscribe()
     }
 
-    /// What the current generation is (no secrets).
+    /// What the serving generation is (no secrets), deadlines included.
     pub fn generation(&self) -> Option<GenerationInfo> {
-        self.inner.current.load().as_ref().map(|g| g.info())
+        self.shared.info.borrow().clone()
     }
 
     /// The serving generation's database password and OpenBao token, for
@@ -279,7 +324,7 @@ impl Db {
     #[cfg(feature = "fault-injection")]
     pub fn secrets_for_tests(&self) -> Vec<String> {
         use secrecy::ExposeSecret;
-        let current = self.inner.current.load();
+        let current = self.shared.current.load();
         let Some(g) = current.as_ref() else {
             return vec![];
         };
@@ -291,39 +336,27 @@ impl Db {
 
     /// The serving pool's open and idle connections (for `/metrics`).
     pub fn pool_stats(&self) -> Option<(u32, usize)> {
-        let current = self.inner.current.load();
+        let current = self.shared.current.load();
         let g = current.as_ref()?;
         Some((g.pool.size(), g.pool.num_idle()))
     }
 
     /// Asks the rotation task to rotate the serving generation now.
     pub fn request_rotation(&self, trigger: Trigger) {
-        let _ = self.inner.requests.try_send(Request {
+        let _ = self.shared.requests.try_send(Request {
             ask: Ask::Rotate(trigger),
             generation: None,
         });
     }
 
     pub fn config(&self) -> &DbConfig {
-        &self.inner.config
-    }
-
-    /// Retires the serving generation, if the rotation task could not (it
-    /// failed): at shutdown, no role is left waiting for its TTL.
-    pub async fn retire_current(&self) {
-        if let Some(g) = self.inner.current.swap(None) {
-            tracing::warn!(
-                generation = g.id,
-                "retiring the serving generation for a rotation task that is gone"
-            );
-            rotation::retire(g, self.inner.config.drain_timeout).await;
-        }
+        &self.shared.config
     }
 
     /// Test hook: the rotation task panics the next time it wakes.
     #[cfg(feature = "fault-injection")]
     pub fn inject_rotation_panic(&self) {
-        self.inner
+        self.shared
             .panic_next
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.request_rotation(Trigger::Signal);

@@ -1,10 +1,15 @@
-//! The rotation task: performs what the planner (`plan.rs`) decides —
-//! create a generation, renew its token or lease, swap, drain, close,
-//! revoke — and records the outcome. Also the periodic health check behind
-//! readiness `database`, and SIGHUP.
+//! The engine: performs what the planner (`plan.rs`) decides — create a
+//! generation, renew its token or lease, swap, drain, close, revoke — and
+//! records the outcome. It owns the [`Publisher`], so it is the only writer
+//! of the serving generation, and the deadlines, which it publishes as
+//! [`GenerationInfo`]. Also the periodic health check behind readiness
+//! `database`, and SIGHUP.
 
 use std::{
-    sync::{Arc, Mutex, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -14,19 +19,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    Ask, Db, DbError, Request,
-    generation::{Deadlines, Generation, build_pool},
+    Ask, Db, DbError, GenerationInfo, Publisher, Request, Shared,
+    generation::{Generation, build_pool, wall},
+    metrics as m,
     plan::{self, Current, Next, Policy, Renewal, State, Trigger},
     role_is_invalid,
 };
 use crate::{
-    backoff::Backoff,
-    bao::BaoClient,
-    drain::Tracked,
-    identity::Identity,
-    metrics as m,
-    readiness::Check,
-    supervise::{Lifetime, Supervisor},
+    backoff::Backoff, bao::BaoClient, config::BaoConfig, drain::Tracked, events::PodEvents,
+    identity::Identity, readiness::Check,
 };
 
 /// Failed rotations are retried from 1 s, doubling to this cap: low enough
@@ -34,45 +35,89 @@ use crate::{
 /// per few seconds per replica is no storm.
 const RETRY_CAP: Duration = Duration::from_secs(4);
 
-/// Starts the rotation loop (which creates the first generation), the
-/// health check and the SIGHUP listener, each supervised.
-pub fn spawn(db: Db, identity: Identity, check: Check, supervisor: &Supervisor) {
-    let inbox = db
-        .inner
-        .inbox
-        .lock()
-        .expect("inbox lock")
-        .take()
-        .expect("the rotation task is started once");
+/// The engine's three tasks, for the caller to spawn: the rotation loop
+/// (which creates the first generation), the health check and the SIGHUP
+/// listener.
+pub struct Tasks<R, H, S> {
+    pub rotation: R,
+    pub health: H,
+    pub sighup: S,
+}
+
+/// The engine for `publisher`: it logs in to OpenBao (`bao`) as `identity`
+/// for each generation and records Pod `events`; `check` is readiness
+/// `database`. Everything stops on `cancel`.
+pub fn engine(
+    publisher: Publisher,
+    db: Db,
+    identity: Identity,
+    bao: BaoConfig,
+    events: PodEvents,
+    check: Check,
+    cancel: CancellationToken,
+) -> Tasks<
+    impl Future<Output = ()> + Send + 'static,
+    impl Future<Output = ()> + Send + 'static,
+    impl Future<Output = ()> + Send + 'static,
+> {
+    let config = publisher.config().clone();
+    let failing = Arc::new(AtomicBool::new(false));
     let engine = Engine {
         policy: Policy {
-            interval: db.config().rotation_interval,
-            drain: db.config().drain_timeout,
-            min_spacing: db.config().rotation_min_spacing,
+            interval: config.rotation_interval,
+            drain: config.drain_timeout,
+            min_spacing: config.rotation_min_spacing,
         },
-        db: db.clone(),
+        publisher,
+        bao,
+        events,
+        failing: failing.clone(),
         identity,
         check: check.clone(),
-        cancel: supervisor.cancel().clone(),
+        cancel: cancel.clone(),
         state: State::default(),
         backoff: Backoff::new(Duration::from_secs(1), RETRY_CAP),
         renew_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
         next_id: 1,
-        inbox,
         last_role_check: None,
         schema_error_reported: None,
+        serving: None,
     };
-    supervisor.spawn("db-rotation", Lifetime::UntilCancelled, engine.run());
-    supervisor.spawn(
-        "db-health",
-        Lifetime::UntilCancelled,
-        health_loop(db.clone(), check, supervisor.cancel().clone()),
-    );
-    supervisor.spawn(
-        "sighup",
-        Lifetime::UntilCancelled,
-        sighup_loop(db, supervisor.cancel().clone()),
-    );
+    Tasks {
+        rotation: engine.run(),
+        health: health_loop(db.clone(), failing, check, cancel.clone()),
+        sighup: sighup_loop(db, cancel),
+    }
+}
+
+/// At shutdown, retires the serving generation if the engine could not (it
+/// failed): no role is left waiting for its TTL.
+#[derive(Clone)]
+pub struct Leftover {
+    shared: Arc<Shared>,
+    drain: Duration,
+}
+
+impl Publisher {
+    /// The handle that retires what this publisher serves, at shutdown.
+    pub fn leftover(&self) -> Leftover {
+        Leftover {
+            shared: self.shared.clone(),
+            drain: self.shared.config.drain_timeout,
+        }
+    }
+}
+
+impl Leftover {
+    pub async fn retire(&self) {
+        if let Some(g) = self.shared.current.swap(None) {
+            tracing::warn!(
+                generation = g.id,
+                "retiring the serving generation for a rotation task that is gone"
+            );
+            retire(g, self.drain).await;
+        }
+    }
 }
 
 async fn sighup_loop(db: Db, cancel: CancellationToken) {
@@ -93,30 +138,33 @@ async fn sighup_loop(db: Db, cancel: CancellationToken) {
 }
 
 struct Engine {
-    db: Db,
+    publisher: Publisher,
+    bao: BaoConfig,
+    events: PodEvents,
+    /// The last rotation attempt failed (the health check judges the
+    /// margin by it).
+    failing: Arc<AtomicBool>,
     identity: Identity,
     check: Check,
     cancel: CancellationToken,
     policy: Policy,
+    /// The planner's view, the serving generation's deadlines included:
+    /// the one place they are kept.
     state: State,
     backoff: Backoff,
     renew_backoff: Backoff,
     next_id: u64,
-    inbox: mpsc::Receiver<Request>,
     last_role_check: Option<Instant>,
     schema_error_reported: Option<u64>,
+    /// The generation `state.current` describes.
+    serving: Option<Arc<Tracked<Generation>>>,
 }
 
 impl Engine {
     async fn run(mut self) {
         loop {
             #[cfg(feature = "fault-injection")]
-            if self
-                .db
-                .inner
-                .panic_next
-                .swap(false, std::sync::atomic::Ordering::SeqCst)
-            {
+            if self.publisher.take_injected_panic() {
                 panic!("injected rotation panic (fault-injection)");
             }
             match plan::plan(&self.state, &self.policy, Instant::now()) {
@@ -132,7 +180,7 @@ impl Engine {
                     tokio::select! {
                         _ = self.cancel.cancelled() => break,
                         _ = tokio::time::sleep_until(until.into()) => {}
-                        Some(request) = self.inbox.recv() => self.accept(request).await,
+                        Some(request) = self.publisher.inbox.recv() => self.accept(request).await,
                     }
                 }
             }
@@ -141,7 +189,9 @@ impl Engine {
             }
         }
         // Shutting down: retire the serving generation cleanly.
-        if let Some(g) = self.db.inner.current.swap(None) {
+        self.serving = None;
+        self.publisher.publish_info(None);
+        if let Some(g) = self.publisher.swap(None) {
             let span = crate::trace::root_span("db retirement");
             retire(g, self.policy.drain).instrument(span).await;
         }
@@ -186,7 +236,7 @@ impl Engine {
             return;
         }
         self.last_role_check = Some(Instant::now());
-        let Some(g) = self.db.inner.current.load_full() else {
+        let Some(g) = self.publisher.serving() else {
             return;
         };
         let check = sqlx::query_scalar::<_, bool>(
@@ -217,7 +267,15 @@ impl Engine {
         let started = Instant::now();
         self.state.last_attempt = Some(started);
         let id = self.next_id;
-        match create(&self.db, &self.identity, id).await {
+        match create(
+            &self.bao,
+            self.publisher.config(),
+            self.publisher.requests(),
+            &self.identity,
+            id,
+        )
+        .await
+        {
             Ok((generation, current)) => {
                 self.next_id += 1;
                 let misfit = plan::misfit(&current, &self.policy);
@@ -225,8 +283,7 @@ impl Engine {
                     misfit,
                     ..generation
                 });
-                let old = self.db.inner.current.swap(Some(tracked.clone()));
-                self.db.inner.swapped.send_replace(id);
+                let old = self.publisher.swap(Some(tracked.clone()));
                 // A proven generation: the database is ready now, not at the
                 // next health tick.
                 mark(&self.check, &tracked);
@@ -235,14 +292,16 @@ impl Engine {
                     last_attempt: Some(started),
                     ..State::default()
                 };
+                self.serving = Some(tracked.clone());
+                self.publish_info();
                 self.backoff.reset();
                 self.renew_backoff.reset();
-                self.db.inner.failing.store(false, Ordering::Relaxed);
+                self.failing.store(false, Ordering::Relaxed);
                 metrics::counter!(m::ROTATIONS, "trigger" => trigger.as_str(), "outcome" => "success")
                     .increment(1);
                 metrics::histogram!(m::ROTATION_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::gauge!(m::GENERATION).set(id as f64);
-                metrics::gauge!(m::LAST_ROTATION).set(m::unix_now());
+                metrics::gauge!(m::LAST_ROTATION).set(crate::metrics::unix_now());
                 let (next_at, next_why) =
                     plan::due(self.state.current.as_ref().unwrap(), &self.policy);
                 tracing::info!(
@@ -262,9 +321,7 @@ impl Engine {
                         .as_ref()
                         .is_none_or(|o| o.misfit.as_deref() != Some(why));
                     if first {
-                        self.db
-                            .inner
-                            .events
+                        self.events
                             .warning(
                                 "CredentialsLifetimeMisfit",
                                 "RotateCredentials",
@@ -273,9 +330,7 @@ impl Engine {
                             .await;
                     }
                 }
-                self.db
-                    .inner
-                    .events
+                self.events
                     .normal(
                         "CredentialsRotated",
                         "RotateCredentials",
@@ -293,7 +348,7 @@ impl Engine {
             }
             Err(e) => {
                 self.state.failures += 1;
-                self.db.inner.failing.store(true, Ordering::Relaxed);
+                self.failing.store(true, Ordering::Relaxed);
                 metrics::counter!(m::ROTATIONS, "trigger" => trigger.as_str(), "outcome" => "failure")
                     .increment(1);
                 let delay = self.backoff.next_delay();
@@ -307,9 +362,7 @@ impl Engine {
                     "credential rotation failed; the current pool keeps serving"
                 );
                 if self.state.failures == 1 || self.state.failures.is_power_of_two() {
-                    self.db
-                        .inner
-                        .events
+                    self.events
                         .warning(
                             "CredentialsRotationFailed",
                             "RotateCredentials",
@@ -329,10 +382,7 @@ impl Engine {
     }
 
     async fn renew(&mut self, what: Renewal) {
-        let (Some(g), Some(c)) = (
-            self.db.inner.current.load_full(),
-            self.state.current.as_mut(),
-        ) else {
+        let (Some(g), Some(c)) = (self.serving.clone(), self.state.current.as_mut()) else {
             return;
         };
         let asked = match what {
@@ -352,14 +402,13 @@ impl Engine {
                     Renewal::Token => {
                         c.token_deadline = deadline;
                         c.token_renewable &= !capped;
-                        g.set_deadlines(|d| d.token = deadline);
                     }
                     Renewal::Lease => {
                         c.lease_deadline = deadline;
                         c.lease_renewable &= !capped;
-                        g.set_deadlines(|d| d.lease = deadline);
                     }
                 }
+                self.publish_info();
                 self.state.renew_retry_at = None;
                 self.renew_backoff.reset();
                 metrics::counter!(m::RENEWALS, "what" => what.as_str(), "outcome" => "success")
@@ -384,6 +433,24 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Tells readers what the serving generation is, deadlines included.
+    fn publish_info(&self) {
+        let info = self
+            .serving
+            .as_ref()
+            .zip(self.state.current.as_ref())
+            .map(|(g, c)| GenerationInfo {
+                id: g.id,
+                username: g.username.clone(),
+                lease_expires_at: c.lease_deadline.map(wall),
+                token_expires_at: c.token_deadline.map(wall),
+                created_at: g.created_at,
+            });
+        self.publisher.publish_info(info);
+    }
+}
+
 /// Ready, or degraded when the granted lifetimes do not fit the settings.
 fn mark(check: &Check, g: &Generation) {
     match &g.misfit {
@@ -394,9 +461,15 @@ fn mark(check: &Check, g: &Generation) {
 
 /// One new generation: new token → new lease → new pool, proven. Anything
 /// created before a failure is revoked.
-async fn create(db: &Db, identity: &Identity, id: u64) -> Result<(Generation, Current), DbError> {
-    let bao = BaoClient::login(&db.inner.bao, identity).await?;
-    let creds = match bao.db_credentials(&db.inner.bao.db_role).await {
+async fn create(
+    bao_config: &BaoConfig,
+    config: &crate::config::DbConfig,
+    requests: mpsc::Sender<Request>,
+    identity: &Identity,
+    id: u64,
+) -> Result<(Generation, Current), DbError> {
+    let bao = BaoClient::login(bao_config, identity).await?;
+    let creds = match bao.db_credentials(&bao_config.db_role).await {
         Ok(c) => c,
         Err(e) => {
             let _ = bao.revoke_self().await;
@@ -404,7 +477,7 @@ async fn create(db: &Db, identity: &Identity, id: u64) -> Result<(Generation, Cu
         }
     };
     let granted = Instant::now();
-    let pool = match build_pool(db.config(), &creds).await {
+    let pool = match build_pool(config, &creds).await {
         Ok(p) => p,
         Err(e) => {
             let _ = bao.revoke_lease(&creds.lease_id).await;
@@ -412,18 +485,14 @@ async fn create(db: &Db, identity: &Identity, id: u64) -> Result<(Generation, Cu
             return Err(e);
         }
     };
-    let deadlines = Deadlines {
-        lease: (!creds.lease_duration.is_zero()).then(|| granted + creds.lease_duration),
-        token: (!bao.token_ttl.is_zero()).then(|| bao.logged_in + bao.token_ttl),
-    };
     let current = Current {
         id,
         created: Instant::now(),
         lease_ttl: creds.lease_duration,
-        lease_deadline: deadlines.lease,
+        lease_deadline: (!creds.lease_duration.is_zero()).then(|| granted + creds.lease_duration),
         lease_renewable: creds.renewable,
         token_ttl: bao.token_ttl,
-        token_deadline: deadlines.token,
+        token_deadline: (!bao.token_ttl.is_zero()).then(|| bao.logged_in + bao.token_ttl),
         token_renewable: bao.renewable,
     };
     let generation = Generation {
@@ -434,8 +503,7 @@ async fn create(db: &Db, identity: &Identity, id: u64) -> Result<(Generation, Cu
         lease_ttl: creds.lease_duration,
         created_at: OffsetDateTime::now_utc(),
         bao,
-        deadlines: Mutex::new(deadlines),
-        requests: db.inner.requests.clone(),
+        requests,
         misfit: None,
         invalid: std::sync::atomic::AtomicBool::new(false),
         #[cfg(feature = "fault-injection")]
@@ -494,7 +562,7 @@ pub(super) async fn retire(old: Arc<Tracked<Generation>>, drain_timeout: Duratio
     tracing::info!(event = "generation_retired", generation = old.id, role = %old.username, drained_in = ?started.elapsed(), "old generation retired");
 }
 
-async fn health_loop(db: Db, check: Check, cancel: CancellationToken) {
+async fn health_loop(db: Db, failing: Arc<AtomicBool>, check: Check, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(db.config().health_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -502,7 +570,7 @@ async fn health_loop(db: Db, check: Check, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(g) = db.inner.current.load_full() else {
+        let Some(g) = db.shared.current.load_full() else {
             continue; // the rotation loop reports why
         };
         if g.is_invalid() {
@@ -513,10 +581,12 @@ async fn health_loop(db: Db, check: Check, cancel: CancellationToken) {
         // credentials. (Close to the end with rotations working is the
         // planner's business: it rotates before the end.)
         let margin = db.config().lease_safety_margin;
-        if let Some(end) = g.deadlines().effective()
-            && db.inner.failing.load(Ordering::Relaxed)
+        if let Some(end) = db.generation().and_then(|i| i.ends_at())
+            && failing.load(Ordering::Relaxed)
         {
-            let left = end.saturating_duration_since(Instant::now());
+            let left: Duration = (end - time::OffsetDateTime::now_utc())
+                .try_into()
+                .unwrap_or(Duration::ZERO);
             if left < margin {
                 check.set_not_ready(format!(
                     "database lease expires in {}s (under the {}s safety margin) and could not be rotated",

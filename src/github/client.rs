@@ -112,14 +112,14 @@ impl GithubClient {
         }
         let response = request.send().instrument(span).await.map_err(|e| {
             let kind = if e.is_timeout() { "timeout" } else { "network" };
-            metrics::counter!(crate::metrics::GITHUB_CALLS, "status" => kind).increment(1);
+            metrics::counter!(super::metrics::CALLS, "status" => kind).increment(1);
             if e.is_timeout() {
                 UpstreamError::Timeout
             } else {
                 UpstreamError::Network(e.without_url().to_string())
             }
         })?;
-        metrics::counter!(crate::metrics::GITHUB_CALLS, "status" => response.status().as_u16().to_string())
+        metrics::counter!(super::metrics::CALLS, "status" => response.status().as_u16().to_string())
             .increment(1);
         let status = response.status();
         let h = response.headers().clone();
@@ -138,7 +138,7 @@ impl GithubClient {
             .as_deref()
             .and_then(|r| r.parse::<f64>().ok())
         {
-            metrics::gauge!(crate::metrics::GITHUB_RATE_REMAINING).set(remaining);
+            metrics::gauge!(super::metrics::RATE_REMAINING).set(remaining);
         }
         if status == StatusCode::NOT_MODIFIED {
             return Ok(Upstream {

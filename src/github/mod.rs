@@ -3,6 +3,7 @@
 //! with GitHub's headers, conditional requests and rate-limit handling.
 
 mod client;
+pub mod metrics;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -338,7 +339,7 @@ impl GithubService {
             // 304: GitHub charged no rate limit; serve what we have.
             // A 304 may not repeat the Link header: the cached one stands.
             if let Some((_, body, page)) = cached {
-                metrics::counter!(crate::metrics::GITHUB_ETAG_HITS).increment(1);
+                ::metrics::counter!(metrics::ETAG_HITS).increment(1);
                 upstream.body = Some(body);
                 upstream.page = page;
             }

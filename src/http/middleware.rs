@@ -56,7 +56,7 @@ pub async fn request_context(
     let started = Instant::now();
     let metered = crate::metrics::enabled();
     if metered {
-        crate::metrics::request_started();
+        super::metrics::request_started();
     }
 
     let mut response = request_id::scope(
@@ -80,7 +80,7 @@ pub async fn request_context(
     let elapsed = started.elapsed();
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     if metered {
-        crate::metrics::http_request(template, &method, status, elapsed);
+        super::metrics::http_request(template, &method, status, elapsed);
     }
     if crate::trace::exporting() {
         span.record("http.response.status_code", status);

@@ -6,6 +6,7 @@ mod error;
 mod github;
 mod health;
 mod meta;
+pub mod metrics;
 pub mod middleware;
 mod openapi;
 pub mod request_id;

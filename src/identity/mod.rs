@@ -5,14 +5,11 @@
 //! module adds the startup deadline, the expected-ID check, rotation logs and
 //! a `watch` of the current SVID, readiness, and a JWT-SVID cache.
 
+pub mod metrics;
+
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use crate::{
-    config::IdentityConfig,
-    events::PodEvents,
-    readiness::Check,
-    supervise::{Lifetime, Supervisor},
-};
+use crate::{config::IdentityConfig, events::PodEvents, readiness::Check};
 use secrecy::SecretString;
 use spiffe::{WorkloadApiClient, X509Source, X509SourceBuilder};
 use time::OffsetDateTime;
@@ -135,7 +132,8 @@ impl Identity {
         })
     }
 
-    /// Spawns the task that follows rotations and keeps `check` current.
+    /// The task that follows rotations and keeps `check` current, until
+    /// `cancel` (the caller spawns it).
     ///
     /// What makes the instance unready is what depends on the identity:
     /// nothing serves with the X.509-SVID, so its expiry alone (the agent
@@ -145,10 +143,14 @@ impl Identity {
     /// rotated SVID for another SPIFFE ID than `EXPECTED_SPIFFE_ID` makes it
     /// unready at once. SVID rotations and identity loss are recorded as Pod
     /// `events`.
-    pub fn spawn_watch(&self, check: Check, events: PodEvents, supervisor: &Supervisor) {
+    pub fn watch(
+        &self,
+        check: Check,
+        events: PodEvents,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let this = self.clone();
-        let cancel = supervisor.cancel().clone();
-        supervisor.spawn("identity-watch", Lifetime::UntilCancelled, async move {
+        async move {
             let mut updates = this.inner.source.updated();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut expired_reported = false;
@@ -185,7 +187,14 @@ impl Identity {
                     let span = crate::trace::root_span("svid expiry");
                     span.in_scope(|| tracing::warn!(event = "identity_lost", endpoint = %this.inner.endpoint, "X.509-SVID expired and the Workload API has not delivered a new one; OpenBao token and database lease carry the instance"));
                     events
-                        .warning("IdentityLost", "WatchSvid", format!("X.509-SVID expired; Workload API at {}", this.inner.endpoint))
+                        .warning(
+                            "IdentityLost",
+                            "WatchSvid",
+                            format!(
+                                "X.509-SVID expired; Workload API at {}",
+                                this.inner.endpoint
+                            ),
+                        )
                         .instrument(span)
                         .await;
                 }
@@ -193,7 +202,7 @@ impl Identity {
                 this.judge(&check);
             }
             this.inner.source.shutdown().await;
-        });
+        }
     }
 
     /// Publishes the source's SVID when it differs from the last one seen;
@@ -230,7 +239,7 @@ impl Identity {
                 "X.509-SVID rotated"
             );
             self.inner.current.send_replace(info.clone());
-            metrics::counter!(crate::metrics::SVID_ROTATIONS).increment(1);
+            ::metrics::counter!(metrics::SVID_ROTATIONS).increment(1);
             return Some(Ok(info));
         }
         None
@@ -323,7 +332,7 @@ impl Identity {
         } else {
             "failure"
         };
-        metrics::counter!(crate::metrics::JWT_SVID_FETCHES, "audience" => key.join(" "), "outcome" => outcome)
+        ::metrics::counter!(metrics::JWT_SVID_FETCHES, "audience" => key.join(" "), "outcome" => outcome)
             .increment(1);
         match fetched {
             Ok(svid) => {

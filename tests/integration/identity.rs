@@ -102,11 +102,18 @@ async fn rotation_is_observed_without_restart() {
         .unwrap();
     let (cancel, tasks) = (CancellationToken::new(), TaskTracker::new());
     let readiness = Readiness::new();
-    identity.spawn_watch(
-        readiness.register("identity", "starting"),
-        Default::default(),
-        &crate::common::test_supervisor(&tasks, &cancel, &readiness),
-    );
+    {
+        let supervisor = crate::common::test_supervisor(&tasks, &cancel, &readiness);
+        supervisor.spawn(
+            "identity-watch",
+            precinct::supervise::Lifetime::UntilCancelled,
+            identity.watch(
+                readiness.register("identity", "starting"),
+                Default::default(),
+                supervisor.cancel().clone(),
+            ),
+        );
+    }
     let mut rotations = identity.subscribe();
     let first = identity.current();
 
@@ -375,11 +382,18 @@ async fn when_the_agent_goes_away_identity_degrades_at_expiry_and_recovers_when_
     let (cancel, tasks) = (CancellationToken::new(), TaskTracker::new());
     let readiness = Readiness::new();
     let check = readiness.register("identity", "starting");
-    identity.spawn_watch(
-        check.clone(),
-        Default::default(),
-        &crate::common::test_supervisor(&tasks, &cancel, &readiness),
-    );
+    {
+        let supervisor = crate::common::test_supervisor(&tasks, &cancel, &readiness);
+        supervisor.spawn(
+            "identity-watch",
+            precinct::supervise::Lifetime::UntilCancelled,
+            identity.watch(
+                check.clone(),
+                Default::default(),
+                supervisor.cancel().clone(),
+            ),
+        );
+    }
     eventually(Duration::from_secs(3), "identity ready", || {
         let c = check.clone();
         async move { c.is_ready() }
@@ -443,11 +457,18 @@ async fn a_rotated_svid_for_another_spiffe_id_is_refused_and_makes_identity_unre
     let (cancel, tasks) = (CancellationToken::new(), TaskTracker::new());
     let readiness = Readiness::new();
     let check = readiness.register("identity", "starting");
-    identity.spawn_watch(
-        check.clone(),
-        Default::default(),
-        &crate::common::test_supervisor(&tasks, &cancel, &readiness),
-    );
+    {
+        let supervisor = crate::common::test_supervisor(&tasks, &cancel, &readiness);
+        supervisor.spawn(
+            "identity-watch",
+            precinct::supervise::Lifetime::UntilCancelled,
+            identity.watch(
+                check.clone(),
+                Default::default(),
+                supervisor.cancel().clone(),
+            ),
+        );
+    }
     // Ready first: the check starts not ready ("starting").
     eventually(Duration::from_secs(3), "identity ready", || {
         let c = check.clone();

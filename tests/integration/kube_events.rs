@@ -13,7 +13,10 @@ use crate::common::{
 };
 use axum::{Json, Router, extract::State, routing::post};
 use precinct::{
-    db::Db, events::PodEvents, identity::Identity, readiness::Readiness, supervise::Supervisor,
+    events::PodEvents,
+    identity::Identity,
+    readiness::Readiness,
+    supervise::{Lifetime, Supervisor},
 };
 use serde_json::Value;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -148,10 +151,14 @@ async fn rotations_failures_and_svid_rotations_are_recorded() {
         CancellationToken::new(),
         Duration::from_secs(60),
     );
-    identity.spawn_watch(
-        readiness.register("identity", "starting"),
-        events.clone(),
-        &supervisor,
+    supervisor.spawn(
+        "identity-watch",
+        Lifetime::UntilCancelled,
+        identity.watch(
+            readiness.register("identity", "starting"),
+            events.clone(),
+            supervisor.cancel().clone(),
+        ),
     );
 
     // The database rotation loop, against the stack's OpenBao (its agent).
@@ -168,22 +175,23 @@ async fn rotations_failures_and_svid_rotations_are_recorded() {
     );
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let config = crate::common::test_config(&pairs);
-    let db = Db::new(
-        config.backends.clone().unwrap().db,
-        config.backends.clone().unwrap().bao,
-        events.clone(),
-    );
+    let (db, publisher) = precinct::db::channel(config.backends.clone().unwrap().db);
     let bao =
         precinct::bao::BaoClient::login(&config.backends.as_ref().unwrap().bao, &stack_identity)
             .await
             .unwrap();
     precinct::db::migrate(&bao, db.config()).await.unwrap();
-    precinct::db::spawn(
+    let engine = precinct::db::engine(
+        publisher,
         db.clone(),
         stack_identity,
+        config.backends.clone().unwrap().bao,
+        events.clone(),
         readiness.register("database", "starting"),
-        &supervisor,
+        supervisor.cancel().clone(),
     );
+    supervisor.spawn("db-rotation", Lifetime::UntilCancelled, engine.rotation);
+    supervisor.spawn("db-health", Lifetime::UntilCancelled, engine.health);
 
     eventually(
         Duration::from_secs(15),

@@ -227,9 +227,6 @@ impl KeySource {
                 },
             );
         }
-        if let Some(newest) = keys.values().next_back() {
-            crate::metrics::signing_key_created(newest.created.unix_timestamp());
-        }
         Ok(keys)
     }
 }
@@ -266,7 +263,7 @@ pub async fn run(
         };
         match fetched {
             Ok(versions) => {
-                metrics::counter!(crate::metrics::KEY_REFRESHES, "outcome" => "success")
+                metrics::counter!(crate::auth::metrics::KEY_REFRESHES, "outcome" => "success")
                     .increment(1);
                 history.last_success = Some(attempt);
                 history.failures_in_a_row = 0;
@@ -289,7 +286,7 @@ pub async fn run(
                 publish(set);
             }
             Err(e) => {
-                metrics::counter!(crate::metrics::KEY_REFRESHES, "outcome" => "failure")
+                metrics::counter!(crate::auth::metrics::KEY_REFRESHES, "outcome" => "failure")
                     .increment(1);
                 history.failures_in_a_row += 1;
                 let have = keys.current().plan.is_some();

@@ -46,18 +46,24 @@ impl Replicas {
             env.retain(|(ek, _)| ek != k);
             env.push((k.to_string(), v.to_string()));
         }
-        let out = run(&env, &["start", &n.to_string()]).await;
-        let mut lb = String::new();
-        let mut urls = Vec::new();
+        // Built before the start, so that a failed start still stops what
+        // it started (on drop).
+        let mut replicas = Replicas {
+            dir,
+            env,
+            lb: String::new(),
+            urls: Vec::new(),
+        };
+        let out = run(&replicas.env, &["start", &n.to_string()]).await;
         for line in out.lines() {
             match line.split_once(' ') {
-                Some(("lb", url)) => lb = url.to_string(),
-                Some((name, url)) if name.starts_with('r') => urls.push(url.to_string()),
+                Some(("lb", url)) => replicas.lb = url.to_string(),
+                Some((name, url)) if name.starts_with('r') => replicas.urls.push(url.to_string()),
                 _ => {}
             }
         }
-        assert_eq!(urls.len(), n, "replicas.sh start printed: {out}");
-        Replicas { dir, env, lb, urls }
+        assert_eq!(replicas.urls.len(), n, "replicas.sh start printed: {out}");
+        replicas
     }
 
     /// SIGTERM to replica `i` (1-based), wait for its exit, start it again,
