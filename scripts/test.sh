@@ -22,6 +22,8 @@ ensure_cargo_deny
 # scripts/replicas.sh puts the multi-replica tests behind a real HAProxy.
 ensure_haproxy
 
+log "dependencies run one way (scripts/check-layers.py)"
+python3 "$ROOT/scripts/check-layers.py"
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy (tests, with the dev agent; and the release feature set)"

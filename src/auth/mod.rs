@@ -6,6 +6,7 @@ pub mod jwt;
 pub mod keys;
 pub mod metrics;
 pub mod password;
+pub mod policy;
 pub mod ratelimit;
 pub mod sessions;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, vars::Vars};
+use super::vars::{ConfigError, Vars};
 
 /// Accounts and tokens.
 #[derive(Debug, Clone)]

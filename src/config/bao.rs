@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-use super::{AppEnv, ConfigError, identity::IdentityConfig, vars::Vars};
+use super::{
+    env::AppEnv,
+    identity::IdentityConfig,
+    vars::{ConfigError, Vars},
+};
 
 /// How precinct reaches OpenBao.
 #[derive(Debug, Clone)]

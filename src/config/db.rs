@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use super::{AppEnv, ConfigError, vars::Vars};
+use super::{
+    env::AppEnv,
+    vars::{ConfigError, Vars},
+};
 
 /// Database connection and credential rotation.
 #[derive(Debug, Clone)]

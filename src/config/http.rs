@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use super::{AppEnv, ConfigError, vars::Vars};
+use super::{
+    env::AppEnv,
+    vars::{ConfigError, Vars},
+};
 
 /// Allowed browser origins. `Any` is the `*` wildcard.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,10 @@
 
 use std::{str::FromStr, time::Duration};
 
-use super::{AppEnv, ConfigError, vars::Vars};
+use super::{
+    env::AppEnv,
+    vars::{ConfigError, Vars},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

@@ -7,6 +7,7 @@
 mod auth;
 mod bao;
 mod db;
+mod env;
 mod github;
 mod http;
 mod identity;
@@ -14,59 +15,19 @@ mod log;
 mod tasks;
 mod vars;
 
-use std::{collections::BTreeSet, str::FromStr};
+use std::collections::BTreeSet;
 
 pub use auth::AuthConfig;
 pub use bao::BaoConfig;
 pub use db::DbConfig;
+pub use env::AppEnv;
 pub use github::GithubConfig;
 pub use http::{CorsOrigins, DEFAULT_CORS_ORIGINS, HttpConfig};
 pub use identity::IdentityConfig;
 pub use log::{AccessLog, LogConfig, LogFormat, OtlpConfig, SILENCED_TARGETS, log_filter};
 pub use tasks::TasksConfig;
+pub use vars::ConfigError;
 pub(crate) use vars::Vars;
-
-/// A configuration error: always names the variable, fits on one line.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {var}: {message}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(var: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            var,
-            message: message.into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppEnv {
-    Development,
-    Production,
-}
-
-impl AppEnv {
-    pub fn is_production(self) -> bool {
-        self == AppEnv::Production
-    }
-}
-
-impl FromStr for AppEnv {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "development" | "dev" => Ok(Self::Development),
-            "production" | "prod" => Ok(Self::Production),
-            other => Err(format!(
-                "expected `development` or `production`, got {other:?}"
-            )),
-        }
-    }
-}
 
 /// What precinct runs on: an identity, and what it logs in to with it.
 /// Together or not at all: OpenBao needs the identity, the database needs

@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, bao::BaoConfig, db::DbConfig, vars::Vars};
+use super::{
+    bao::BaoConfig,
+    db::DbConfig,
+    vars::{ConfigError, Vars},
+};
 
 /// Background tasks: how long shutdown waits for them, and how long a failed
 /// one leaves the process up before it exits non-zero.

@@ -2,7 +2,22 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
-use super::ConfigError;
+/// A configuration error: always names the variable, fits on one line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(var: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            var,
+            message: message.into(),
+        }
+    }
+}
 
 pub(crate) struct Vars<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,

@@ -10,7 +10,7 @@ use rcgen::KeyPair;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::DevAgentError;
+use super::error::DevAgentError;
 
 struct SigningKey {
     kid: String,

@@ -10,8 +10,11 @@
 //! keep the previous key after a rotation, and an OIDC discovery endpoint
 //! whose issuer matches the tokens' `iss`.
 
+mod error;
 mod jwt;
 mod oidc;
+pub mod pb;
+mod state;
 mod workload;
 mod x509;
 
@@ -30,26 +33,10 @@ use tokio::{
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
+pub use error::DevAgentError;
 pub use jwt::JwtSvidClaims;
-use x509::{Authority, X509Material};
-
-/// Generated Workload API types, server and client.
-pub mod pb {
-    #![allow(clippy::all, missing_docs)]
-    include!(concat!(env!("OUT_DIR"), "/_.rs"));
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DevAgentError {
-    #[error("invalid dev-agent setting: {0}")]
-    Config(String),
-    #[error("dev-agent I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("dev-agent key material: {0}")]
-    Crypto(String),
-    #[error("dev-agent state file: {0}")]
-    State(#[from] serde_json::Error),
-}
+use state::AgentState;
+use x509::Authority;
 
 #[derive(Debug, Clone)]
 pub struct DevAgentConfig {
@@ -100,44 +87,6 @@ impl DevAgentConfig {
         if self.x509_ttl < Duration::from_secs(2) || self.jwt_ttl < Duration::from_secs(2) {
             return Err(DevAgentError::Config("TTLs must be at least 2s".into()));
         }
-        Ok(())
-    }
-}
-
-pub(crate) struct AgentState {
-    spiffe_id: String,
-    trust_domain: String,
-    issuer: String,
-    jwt_ttl: Duration,
-    authority: Authority,
-    x509: watch::Sender<Arc<X509Material>>,
-    jwt: RwLock<jwt::JwtAuthority>,
-    /// The JWT bundle (JWKS JSON bytes) pushed to FetchJWTBundles streams.
-    jwks: watch::Sender<Arc<Vec<u8>>>,
-    state_dir: Option<PathBuf>,
-    x509_ttl: Duration,
-    cancel: CancellationToken,
-}
-
-impl AgentState {
-    async fn rotate_jwt_key(&self) -> Result<String, DevAgentError> {
-        let mut jwt = self.jwt.write().await;
-        let kid = jwt.rotate(self.state_dir.as_deref())?;
-        self.jwks
-            .send_replace(Arc::new(jwt.bundle_jwks().to_string().into_bytes()));
-        tracing::info!(kid, "dev-agent: JWT signing key rotated");
-        Ok(kid)
-    }
-
-    fn rotate_x509(&self) -> Result<(), DevAgentError> {
-        let material = self.authority.issue(&self.spiffe_id, self.x509_ttl)?;
-        tracing::info!(
-            spiffe_id = %self.spiffe_id,
-            serial = %material.serial_hex,
-            not_after = %material.not_after,
-            "dev-agent: X.509-SVID issued"
-        );
-        self.x509.send_replace(Arc::new(material));
         Ok(())
     }
 }

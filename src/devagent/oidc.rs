@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::{Json, Router, extract::State, routing::get};
 use serde_json::{Value, json};
 
-use super::AgentState;
+use super::state::AgentState;
 
 pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()

@@ -6,7 +6,7 @@ use futures::Stream;
 use tokio_stream::{StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 
-use super::{AgentState, pb};
+use super::{pb, state::AgentState};
 use pb::spiffe_workload_api_server::SpiffeWorkloadApi;
 
 /// SPIRE rejects any request without this metadata (it proves the caller

@@ -9,7 +9,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use super::DevAgentError;
+use super::error::DevAgentError;
 
 /// Clock skew tolerated by consumers of our certificates.
 const BACKDATE: Duration = Duration::from_secs(10);

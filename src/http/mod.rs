@@ -10,8 +10,7 @@ pub mod metrics;
 pub mod middleware;
 mod openapi;
 pub mod request_id;
-
-use std::sync::Arc;
+mod state;
 
 use axum::{Router, extract::DefaultBodyLimit};
 use tower::ServiceBuilder;
@@ -24,39 +23,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::{ApiError, ErrorBody, FieldError};
 pub use openapi::ApiDoc;
-
-use crate::{
-    auth::AuthService, config::Config, db::Db, github::GithubService, readiness::Readiness,
-};
-
-/// What handlers share: one `Arc`, so the clone axum makes for every
-/// request is a reference count, not a copy of every service.
-#[derive(Clone)]
-pub struct AppState(Arc<AppStateParts>);
-
-impl AppState {
-    pub fn new(parts: AppStateParts) -> Self {
-        Self(Arc::new(parts))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = AppStateParts;
-    fn deref(&self) -> &AppStateParts {
-        &self.0
-    }
-}
-
-pub struct AppStateParts {
-    pub config: Arc<Config>,
-    pub readiness: Readiness,
-    /// The rotating pool; `None` only when running without identity (dev).
-    pub db: Option<Db>,
-    /// Accounts and tokens; `None` when running without the database.
-    pub auth: Option<AuthService>,
-    /// The GitHub proxy; `None` when running without the database.
-    pub github: Option<GithubService>,
-}
+pub use state::{AppState, AppStateParts};
 
 /// The routes and their OpenAPI description, before middleware.
 pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {

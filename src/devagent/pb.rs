@@ -1,0 +1,3 @@
+//! Generated Workload API types, server and client.
+#![allow(clippy::all, missing_docs)]
+include!(concat!(env!("OUT_DIR"), "/_.rs"));
