@@ -151,8 +151,11 @@ PY
   bash "$ROOT/scripts/replicas.sh" stop >/dev/null
 }
 bash "$ROOT/scripts/replicas.sh" stop >/dev/null
-read -r l1_pair l1_ip l1_reg l1_conf < <(limits_run 1 a)
-read -r l3_pair l3_ip l3_reg l3_conf < <(limits_run 3 b)
+# One after the other (a process substitution would not wait for its stop).
+limits_run 1 a >"$OUT/limits-1.txt"
+limits_run 3 b >"$OUT/limits-3.txt"
+read -r l1_pair l1_ip l1_reg l1_conf <"$OUT/limits-1.txt"
+read -r l3_pair l3_ip l3_reg l3_conf <"$OUT/limits-3.txt"
 
 log "5. /me through HAProxy: 3 replicas against 1 (${D}s each, wrk -t2 -c16, $ROUNDS interleaved rounds)"
 start_three

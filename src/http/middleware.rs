@@ -136,9 +136,16 @@ fn into_json_error(response: Response) -> Response {
 /// answers carry tokens and user data that no cache may keep (RFC 6749
 /// §5.1 for the token responses).
 pub fn security_headers() -> Vec<SetResponseHeaderLayer<HeaderValue>> {
-    let set = |name: header::HeaderName, value: &'static str| {
-        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
-    };
+    security_header_values()
+        .into_iter()
+        .map(|(name, value)| SetResponseHeaderLayer::if_not_present(name, value))
+        .collect()
+}
+
+/// The security headers, as values (the probes' fast path sets them too).
+pub fn security_header_values() -> Vec<(header::HeaderName, HeaderValue)> {
+    let set =
+        |name: header::HeaderName, value: &'static str| (name, HeaderValue::from_static(value));
     vec![
         set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         set(header::X_FRAME_OPTIONS, "DENY"),
@@ -161,7 +168,12 @@ pub fn security_headers() -> Vec<SetResponseHeaderLayer<HeaderValue>> {
 
 /// HSTS (production only: over plain-http development it only confuses).
 pub fn strict_transport_security() -> SetResponseHeaderLayer<HeaderValue> {
-    SetResponseHeaderLayer::if_not_present(
+    let (name, value) = hsts_header_value();
+    SetResponseHeaderLayer::if_not_present(name, value)
+}
+
+pub fn hsts_header_value() -> (header::HeaderName, HeaderValue) {
+    (
         header::STRICT_TRANSPORT_SECURITY,
         HeaderValue::from_static("max-age=31536000; includeSubDomains"),
     )

@@ -78,5 +78,11 @@ pub fn router(state: AppState, extra: Router) -> Router {
     for layer in middleware::security_headers() {
         app = app.layer(layer);
     }
-    app
+    // Before everything: liveness probes answer without the stack, with
+    // the same headers.
+    let mut probe_headers = middleware::security_header_values();
+    if config.env.is_production() {
+        probe_headers.push(middleware::hsts_header_value());
+    }
+    app.layer(health::FastLivenessLayer::new(probe_headers))
 }
