@@ -2,6 +2,10 @@
 
 use std::{
     str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -35,6 +39,8 @@ pub struct Generation {
     pub misfit: Option<String>,
     /// PostgreSQL refused this generation's role: hand it out no more.
     pub(super) invalid: std::sync::atomic::AtomicBool,
+    /// Whether its pooled connections may be dead (pinged before use).
+    pub(super) suspicion: Arc<Suspicion>,
     /// Tests scan logs for it (the `fault-injection` feature only).
     #[cfg(feature = "fault-injection")]
     pub(super) password: secrecy::SecretString,
@@ -86,6 +92,42 @@ impl Generation {
     }
 }
 
+/// When a pooled connection may be dead, so that it is pinged before use:
+/// idle for longer than [`IDLE_PING`] (PostgreSQL, a proxy or the network
+/// may have dropped it), or in the [`SUSPECT_FOR`] after one of this
+/// generation's connections was found dead (killed sessions, a restart: the
+/// others likely died with it). Under load, connections are idle for
+/// microseconds and no query pays a second round trip; a connection found
+/// dead mid-query is still retried on a fresh one (`retry_once`).
+#[derive(Default)]
+pub struct Suspicion {
+    /// Unix milliseconds until which every acquire pings.
+    until_ms: AtomicU64,
+}
+
+pub const IDLE_PING: Duration = Duration::from_secs(1);
+pub const SUSPECT_FOR: Duration = Duration::from_secs(5);
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Suspicion {
+    /// A connection was found dead: ping every acquire for a while.
+    pub fn raise(&self) {
+        self.until_ms.fetch_max(
+            unix_ms() + SUSPECT_FOR.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn should_ping(&self, idle_for: Duration) -> bool {
+        idle_for > IDLE_PING || self.until_ms.load(Ordering::Relaxed) > unix_ms()
+    }
+}
+
 /// Connection options for `creds`, search_path set to the app schema.
 pub fn connect_options(config: &DbConfig, username: &str, password: &str) -> PgConnectOptions {
     let options = PgConnectOptions::new();
@@ -106,14 +148,31 @@ pub fn connect_options(config: &DbConfig, username: &str, password: &str) -> PgC
 
 /// Builds a pool for fresh credentials and proves it: a real connection
 /// whose `current_user` is the new role answers `select 1`.
-pub async fn build_pool(config: &DbConfig, creds: &DbCredentials) -> Result<PgPool, DbError> {
+pub async fn build_pool(
+    config: &DbConfig,
+    creds: &DbCredentials,
+    suspicion: Arc<Suspicion>,
+) -> Result<PgPool, DbError> {
     let options = connect_options(config, &creds.username, creds.password.expose_secret());
     let pool = PgPoolOptions::new()
         .max_connections(config.pool_max)
         .min_connections(config.pool_min)
         .acquire_timeout(config.acquire_timeout)
-        // A broken connection (Postgres restarted) is replaced, not handed out.
-        .test_before_acquire(true)
+        // A broken connection (PostgreSQL restarted, sessions killed) is
+        // replaced, not handed out: pinged first, but only when it may be
+        // dead (see Suspicion), not before every query.
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            let ping = suspicion.should_ping(meta.idle_for);
+            Box::pin(async move {
+                if ping {
+                    use sqlx::Connection;
+                    // A dead one is closed and another taken, quietly.
+                    return Ok(conn.ping().await.is_ok());
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options);
     let started = Instant::now();
     let who: (String, i32) = sqlx::query_as("select current_user::text, 1")
@@ -129,4 +188,36 @@ pub async fn build_pool(config: &DbConfig, creds: &DbCredentials) -> Result<PgPo
     }
     tracing::debug!(elapsed = ?started.elapsed(), "new pool verified");
     Ok(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_pinged_only_when_it_may_be_dead() {
+        let s = Suspicion::default();
+        // (case, idle for, expected)
+        let calm: &[(&str, Duration, bool)] = &[
+            (
+                "busy: idle for microseconds",
+                Duration::from_micros(50),
+                false,
+            ),
+            ("idle just under the threshold", IDLE_PING, false),
+            (
+                "idle for a while",
+                IDLE_PING + Duration::from_millis(1),
+                true,
+            ),
+        ];
+        for (case, idle, expected) in calm {
+            assert_eq!(s.should_ping(*idle), *expected, "{case}");
+        }
+        s.raise();
+        assert!(
+            s.should_ping(Duration::ZERO),
+            "after a dead connection, every acquire pings"
+        );
+    }
 }

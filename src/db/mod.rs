@@ -248,6 +248,8 @@ impl PoolRef {
             return retry_unless_committing(e.to_string());
         }
         if connection_lost(&e) {
+            // Its siblings may be dead too: ping them before use for a while.
+            self.0.suspicion.raise();
             return retry_unless_committing(format!("connection lost during a commit: {e}"));
         }
         match e {

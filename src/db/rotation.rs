@@ -477,7 +477,8 @@ async fn create(
         }
     };
     let granted = Instant::now();
-    let pool = match build_pool(config, &creds).await {
+    let suspicion = Arc::new(super::generation::Suspicion::default());
+    let pool = match build_pool(config, &creds, suspicion.clone()).await {
         Ok(p) => p,
         Err(e) => {
             let _ = bao.revoke_lease(&creds.lease_id).await;
@@ -506,6 +507,7 @@ async fn create(
         requests,
         misfit: None,
         invalid: std::sync::atomic::AtomicBool::new(false),
+        suspicion,
         #[cfg(feature = "fault-injection")]
         password: creds.password.clone(),
     };
