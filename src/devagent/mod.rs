@@ -35,8 +35,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::DevAgentError;
 pub use jwt::JwtSvidClaims;
-use state::AgentState;
+use state::{AgentState, WorkloadIdentity};
 use x509::Authority;
+pub use x509::LeafSpec;
 
 #[derive(Debug, Clone)]
 pub struct DevAgentConfig {
@@ -53,6 +54,10 @@ pub struct DevAgentConfig {
     pub jwt_key_rotation: Option<Duration>,
     /// Keep the CA and JWT signing key here across restarts.
     pub state_dir: Option<PathBuf>,
+    /// More identities, from the same CA: each served on its own socket
+    /// (`--workload ID=SOCKET`), as SPIRE serves each registered workload
+    /// its own SVID. Tests and `scripts/dev.sh` use one for a client.
+    pub workloads: Vec<(String, PathBuf)>,
 }
 
 impl DevAgentConfig {
@@ -72,17 +77,21 @@ impl DevAgentConfig {
             jwt_ttl: Duration::from_secs(300),
             jwt_key_rotation: None,
             state_dir: None,
+            workloads: Vec::new(),
         }
     }
 
     fn validate(&self) -> Result<(), DevAgentError> {
-        let id = spiffe::SpiffeId::new(&self.spiffe_id)
-            .map_err(|e| DevAgentError::Config(format!("--spiffe-id {:?}: {e}", self.spiffe_id)))?;
-        if id.trust_domain_name() != self.trust_domain {
-            return Err(DevAgentError::Config(format!(
-                "--spiffe-id {} is not in --trust-domain {}",
-                self.spiffe_id, self.trust_domain
-            )));
+        let ids = std::iter::once(&self.spiffe_id).chain(self.workloads.iter().map(|(id, _)| id));
+        for spiffe_id in ids {
+            let id = spiffe::SpiffeId::new(spiffe_id)
+                .map_err(|e| DevAgentError::Config(format!("SPIFFE ID {spiffe_id:?}: {e}")))?;
+            if id.trust_domain_name() != self.trust_domain {
+                return Err(DevAgentError::Config(format!(
+                    "{spiffe_id} is not in --trust-domain {}",
+                    self.trust_domain
+                )));
+            }
         }
         if self.x509_ttl < Duration::from_secs(2) || self.jwt_ttl < Duration::from_secs(2) {
             return Err(DevAgentError::Config("TTLs must be at least 2s".into()));
@@ -94,7 +103,8 @@ impl DevAgentConfig {
 /// A running development agent. Dropping it does not stop it: call `shutdown`.
 pub struct DevAgent {
     state: Arc<AgentState>,
-    socket: PathBuf,
+    /// The first is the main identity (`--spiffe-id` on `--socket`).
+    workloads: Vec<Arc<WorkloadIdentity>>,
     oidc_addr: SocketAddr,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
@@ -114,48 +124,20 @@ impl DevAgent {
             .issuer
             .clone()
             .unwrap_or_else(|| format!("http://{oidc_addr}"));
-        let unix_listener = bind_socket(&config.socket)?;
-
-        let first = authority.issue(&config.spiffe_id, config.x509_ttl)?;
-        let (x509, _) = watch::channel(Arc::new(first));
         let (jwks, _) = watch::channel(Arc::new(jwt.bundle_jwks().to_string().into_bytes()));
         let cancel = CancellationToken::new();
         let state = Arc::new(AgentState {
             cancel: cancel.clone(),
-            spiffe_id: config.spiffe_id.clone(),
             trust_domain: config.trust_domain.clone(),
             issuer,
             jwt_ttl: config.jwt_ttl,
             authority,
-            x509,
             jwt: RwLock::new(jwt),
             jwks,
             state_dir: config.state_dir.clone(),
             x509_ttl: config.x509_ttl,
         });
-
         let mut tasks = JoinSet::new();
-
-        let svc = pb::spiffe_workload_api_server::SpiffeWorkloadApiServer::with_interceptor(
-            workload::WorkloadApi {
-                state: state.clone(),
-            },
-            workload::require_security_header,
-        );
-        let stop = cancel.clone();
-        tasks.spawn(async move {
-            let result = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(
-                    UnixListenerStream::new(unix_listener),
-                    stop.cancelled_owned(),
-                )
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "dev-agent: Workload API server failed");
-            }
-        });
-
         let stop = cancel.clone();
         let router = oidc::router(state.clone());
         tasks.spawn(async move {
@@ -164,19 +146,57 @@ impl DevAgent {
                 .await;
         });
 
-        // Like SPIRE: rotate the X.509-SVID at half its lifetime.
-        let (stop, s) = (cancel.clone(), state.clone());
-        tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(s.x509_ttl / 2) => {}
+        let mut workloads = Vec::new();
+        let all = std::iter::once((config.spiffe_id.clone(), config.socket.clone()))
+            .chain(config.workloads.iter().cloned());
+        for (spiffe_id, socket) in all {
+            let unix_listener = bind_socket(&socket)?;
+            let first = state.authority.issue(&spiffe_id, config.x509_ttl)?;
+            let workload = Arc::new(WorkloadIdentity {
+                spiffe_id,
+                socket,
+                x509: watch::channel(Arc::new(first)).0,
+            });
+            let svc = pb::spiffe_workload_api_server::SpiffeWorkloadApiServer::with_interceptor(
+                workload::WorkloadApi {
+                    state: state.clone(),
+                    workload: workload.clone(),
+                },
+                workload::require_security_header,
+            );
+            let stop = cancel.clone();
+            tasks.spawn(async move {
+                let result = tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(
+                        UnixListenerStream::new(unix_listener),
+                        stop.cancelled_owned(),
+                    )
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "dev-agent: Workload API server failed");
                 }
-                if let Err(e) = s.rotate_x509() {
-                    tracing::error!(error = %e, "dev-agent: X.509-SVID rotation failed");
+            });
+            // Like SPIRE: rotate the X.509-SVID at half its lifetime.
+            let (stop, s, w) = (cancel.clone(), state.clone(), workload.clone());
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(s.x509_ttl / 2) => {}
+                    }
+                    if let Err(e) = s.rotate_x509(&w) {
+                        tracing::error!(error = %e, "dev-agent: X.509-SVID rotation failed");
+                    }
                 }
-            }
-        });
+            });
+            tracing::info!(
+                socket = %workload.socket.display(),
+                spiffe_id = %workload.spiffe_id,
+                "dev-agent serving an identity"
+            );
+            workloads.push(workload);
+        }
 
         if let Some(every) = config.jwt_key_rotation {
             let (stop, s) = (cancel.clone(), state.clone());
@@ -194,27 +214,35 @@ impl DevAgent {
         }
 
         tracing::info!(
-            socket = %config.socket.display(),
-            spiffe_id = %config.spiffe_id,
+            identities = workloads.len(),
             issuer = %state.issuer,
             "dev-agent serving the SPIFFE Workload API (development only: attests nothing)"
         );
         Ok(Self {
             state,
-            socket: config.socket,
+            workloads,
             oidc_addr,
             cancel,
             tasks,
         })
     }
 
-    /// `unix:///abs/path.sock`, the form `SPIFFE_ENDPOINT_SOCKET` takes.
+    /// `unix:///abs/path.sock`, the form `SPIFFE_ENDPOINT_SOCKET` takes:
+    /// the main identity's socket.
     pub fn endpoint(&self) -> String {
-        format!("unix://{}", self.socket.display())
+        format!("unix://{}", self.socket().display())
     }
 
     pub fn socket(&self) -> &Path {
-        &self.socket
+        &self.workloads[0].socket
+    }
+
+    /// The endpoint that hands out `spiffe_id` (one of `workloads`).
+    pub fn endpoint_of(&self, spiffe_id: &str) -> Option<String> {
+        self.workloads
+            .iter()
+            .find(|w| w.spiffe_id == spiffe_id)
+            .map(|w| format!("unix://{}", w.socket.display()))
     }
 
     pub fn oidc_addr(&self) -> SocketAddr {
@@ -227,7 +255,7 @@ impl DevAgent {
     }
 
     pub fn spiffe_id(&self) -> &str {
-        &self.state.spiffe_id
+        &self.workloads[0].spiffe_id
     }
 
     /// The trust bundle (CA certificate, DER).
@@ -235,14 +263,45 @@ impl DevAgent {
         self.state.authority.bundle_der().to_vec()
     }
 
-    /// Serial (hex) of the X.509-SVID currently served.
+    /// Serial (hex) of the main X.509-SVID currently served.
     pub fn current_serial(&self) -> String {
-        self.state.x509.borrow().serial_hex.clone()
+        self.workloads[0].x509.borrow().serial_hex.clone()
     }
 
-    /// Issues and pushes a fresh X.509-SVID now.
+    /// Serial (hex) of `spiffe_id`'s X.509-SVID currently served.
+    pub fn serial_of(&self, spiffe_id: &str) -> Option<String> {
+        self.workload(spiffe_id)
+            .map(|w| w.x509.borrow().serial_hex.clone())
+    }
+
+    fn workload(&self, spiffe_id: &str) -> Option<&Arc<WorkloadIdentity>> {
+        self.workloads.iter().find(|w| w.spiffe_id == spiffe_id)
+    }
+
+    /// Issues and pushes a fresh main X.509-SVID now.
     pub fn rotate_x509(&self) -> Result<(), DevAgentError> {
-        self.state.rotate_x509()
+        self.state.rotate_x509(&self.workloads[0])
+    }
+
+    /// Issues and pushes a fresh X.509-SVID for `spiffe_id` now.
+    pub fn rotate_x509_of(&self, spiffe_id: &str) -> Result<(), DevAgentError> {
+        let w = self
+            .workload(spiffe_id)
+            .ok_or_else(|| DevAgentError::Config(format!("no identity {spiffe_id}")))?;
+        self.state.rotate_x509(w)
+    }
+
+    /// A certificate signed by this agent's CA as `spec` says, and its key
+    /// (PEM): what no conforming agent would issue (two URI SANs, none,
+    /// already expired, a CA as a leaf). For tests of peers that must
+    /// refuse them.
+    pub fn issue_for_tests(&self, spec: &LeafSpec) -> Result<(String, String), DevAgentError> {
+        self.state.authority.issue_spec(spec)
+    }
+
+    /// The CA certificate, PEM (a trust bundle for clients such as curl).
+    pub fn bundle_pem(&self) -> String {
+        x509::der_to_pem("CERTIFICATE", self.state.authority.bundle_der())
     }
 
     /// Rotates the JWT signing key now; returns the new `kid`.
@@ -264,7 +323,9 @@ impl DevAgent {
         .await;
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
-        let _ = std::fs::remove_file(&self.socket);
+        for w in &self.workloads {
+            let _ = std::fs::remove_file(&w.socket);
+        }
     }
 
     /// Runs until SIGTERM/SIGINT (the `precinct dev-agent` command).

@@ -1,5 +1,6 @@
-//! What the agent's servers share: the identity it hands out, its
-//! authorities and the material they issued.
+//! What the agent's servers share: its authorities and the identities it
+//! hands out, one per socket (as SPIRE maps workloads to registration
+//! entries; here the socket is the selector).
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -13,18 +14,23 @@ use super::{
 };
 
 pub(crate) struct AgentState {
-    pub(crate) spiffe_id: String,
     pub(crate) trust_domain: String,
     pub(crate) issuer: String,
     pub(crate) jwt_ttl: Duration,
     pub(crate) authority: Authority,
-    pub(crate) x509: watch::Sender<Arc<X509Material>>,
     pub(crate) jwt: RwLock<JwtAuthority>,
     /// The JWT bundle (JWKS JSON bytes) pushed to FetchJWTBundles streams.
     pub(crate) jwks: watch::Sender<Arc<Vec<u8>>>,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) x509_ttl: Duration,
     pub(crate) cancel: CancellationToken,
+}
+
+/// One identity the agent hands out, on its own socket.
+pub(crate) struct WorkloadIdentity {
+    pub(crate) spiffe_id: String,
+    pub(crate) socket: PathBuf,
+    pub(crate) x509: watch::Sender<Arc<X509Material>>,
 }
 
 impl AgentState {
@@ -37,15 +43,16 @@ impl AgentState {
         Ok(kid)
     }
 
-    pub(crate) fn rotate_x509(&self) -> Result<(), DevAgentError> {
-        let material = self.authority.issue(&self.spiffe_id, self.x509_ttl)?;
+    /// Issues and pushes a fresh X.509-SVID for `workload`.
+    pub(crate) fn rotate_x509(&self, workload: &WorkloadIdentity) -> Result<(), DevAgentError> {
+        let material = self.authority.issue(&workload.spiffe_id, self.x509_ttl)?;
         tracing::info!(
-            spiffe_id = %self.spiffe_id,
+            spiffe_id = %workload.spiffe_id,
             serial = %material.serial_hex,
             not_after = %material.not_after,
             "dev-agent: X.509-SVID issued"
         );
-        self.x509.send_replace(Arc::new(material));
+        workload.x509.send_replace(Arc::new(material));
         Ok(())
     }
 }

@@ -6,7 +6,10 @@ use futures::Stream;
 use tokio_stream::{StreamExt, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 
-use super::{pb, state::AgentState};
+use super::{
+    pb,
+    state::{AgentState, WorkloadIdentity},
+};
 use pb::spiffe_workload_api_server::SpiffeWorkloadApi;
 
 /// SPIRE rejects any request without this metadata (it proves the caller
@@ -20,8 +23,10 @@ pub fn require_security_header(request: Request<()>) -> Result<Request<()>, Stat
     }
 }
 
+/// The Workload API for one identity (the one of the socket it serves).
 pub struct WorkloadApi {
     pub state: Arc<AgentState>,
+    pub workload: Arc<WorkloadIdentity>,
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -50,12 +55,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         _request: Request<pb::X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let state = self.state.clone();
+        let (state, workload) = (self.state.clone(), self.workload.clone());
         // Sends the current SVID at once, then each rotation as it happens.
-        let stream = WatchStream::new(self.state.x509.subscribe()).map(move |material| {
+        let stream = WatchStream::new(self.workload.x509.subscribe()).map(move |material| {
             Ok(pb::X509svidResponse {
                 svids: vec![pb::X509svid {
-                    spiffe_id: state.spiffe_id.clone(),
+                    spiffe_id: workload.spiffe_id.clone(),
                     x509_svid: material.chain_der.clone(),
                     x509_svid_key: material.key_der.clone(),
                     bundle: state.authority.bundle_der().to_vec(),
@@ -95,7 +100,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         if request.audience.is_empty() || request.audience.iter().any(|a| a.is_empty()) {
             return Err(Status::invalid_argument("audience must be specified"));
         }
-        if !request.spiffe_id.is_empty() && request.spiffe_id != self.state.spiffe_id {
+        if !request.spiffe_id.is_empty() && request.spiffe_id != self.workload.spiffe_id {
             return Err(Status::permission_denied(format!(
                 "no identity issued for {}",
                 request.spiffe_id
@@ -107,7 +112,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             .read()
             .await
             .sign(
-                &self.state.spiffe_id,
+                &self.workload.spiffe_id,
                 &request.audience,
                 &self.state.issuer,
                 self.state.jwt_ttl,
@@ -115,7 +120,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::JwtsvidResponse {
             svids: vec![pb::Jwtsvid {
-                spiffe_id: self.state.spiffe_id.clone(),
+                spiffe_id: self.workload.spiffe_id.clone(),
                 svid: token,
                 hint: String::new(),
             }],

@@ -120,6 +120,68 @@ impl Authority {
     }
 }
 
+/// A certificate as a test needs it, conforming or not.
+#[derive(Debug, Clone)]
+pub struct LeafSpec {
+    /// URI SANs (none, one SPIFFE ID, or several).
+    pub uris: Vec<String>,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    /// Marked as a CA (`CA:true`), presented as a leaf.
+    pub ca: bool,
+}
+
+impl Authority {
+    /// Signs a certificate as `spec` says; returns it and its key, PEM.
+    pub fn issue_spec(&self, spec: &LeafSpec) -> Result<(String, String), DevAgentError> {
+        let key = KeyPair::generate().map_err(crypto)?;
+        let mut params = CertificateParams::default();
+        params.is_ca = if spec.ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
+        params.key_usages = if spec.ca {
+            vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::DigitalSignature,
+            ]
+        } else {
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyAgreement,
+            ]
+        };
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.subject_alt_names = spec
+            .uris
+            .iter()
+            .map(|u| uri_san(u))
+            .collect::<Result<_, _>>()?;
+        params.not_before = spec.not_before;
+        params.not_after = spec.not_after;
+        params.serial_number = Some(random_serial());
+        let cert = params.signed_by(&key, &self.issuer).map_err(crypto)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// DER as a PEM block of `label`.
+pub fn der_to_pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ascii"));
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
+}
+
 fn uri_san(uri: &str) -> Result<SanType, DevAgentError> {
     Ok(SanType::URI(uri.try_into().map_err(crypto)?))
 }
