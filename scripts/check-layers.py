@@ -33,7 +33,7 @@ LAYERS = [
     {"auth", "github"},
     {"http"},
     {"app"},
-    {"devagent"},
+    {"devagent", "internal_check"},
     {"cli"},
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}

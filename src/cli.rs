@@ -29,6 +29,8 @@ pub enum Command {
         /// Directory to write configure-openbao.sh, bootstrap-db.sh and bootstrap.sql into.
         dir: PathBuf,
     },
+    /// A client workload of the internal API: log in on the public API, introspect the token over mutual TLS with this workload's own SVID.
+    InternalCheck(crate::internal_check::InternalCheckArgs),
     /// Run the development SPIFFE Workload API (local development and tests only: it attests nothing).
     #[cfg(feature = "dev-agent")]
     DevAgent(DevAgentArgs),
@@ -64,6 +66,19 @@ pub struct DevAgentArgs {
     /// Keep the CA and signing key here across restarts.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Another identity to hand out, from the same CA, on a socket of its
+    /// own: `--workload spiffe://demo.local/ns/99-apps/sa/client=/tmp/client.sock`
+    /// (repeatable). A client workload then calls precinct's internal API.
+    #[arg(long = "workload", value_parser = parse_workload)]
+    pub workloads: Vec<(String, PathBuf)>,
+}
+
+#[cfg(feature = "dev-agent")]
+fn parse_workload(raw: &str) -> Result<(String, PathBuf), String> {
+    let (id, socket) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("{raw:?}: expected SPIFFE_ID=SOCKET_PATH"))?;
+    Ok((id.to_string(), PathBuf::from(socket)))
 }
 
 #[cfg(feature = "dev-agent")]
@@ -75,6 +90,7 @@ impl From<DevAgentArgs> for DevAgentConfig {
         c.jwt_ttl = a.jwt_ttl;
         c.jwt_key_rotation = a.jwt_key_rotation;
         c.state_dir = a.state_dir;
+        c.workloads = a.workloads;
         c
     }
 }

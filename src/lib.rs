@@ -21,6 +21,7 @@ pub mod events;
 pub mod github;
 pub mod http;
 pub mod identity;
+pub mod internal_check;
 pub mod metrics;
 pub mod ratelimit;
 pub mod readiness;

@@ -20,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
         #[cfg(feature = "dev-agent")]
         Command::DevAgent(args) => dev_agent(args).await,
         Command::Migrate => migrate().await,
+        Command::InternalCheck(args) => precinct::internal_check::run(args).await,
         Command::BootstrapFiles { dir } => {
             for path in precinct::bootstrap::write_files(&dir)
                 .with_context(|| format!("writing bootstrap files into {}", dir.display()))?

@@ -16,12 +16,13 @@ use sha2::{Digest, Sha256};
 pub const RATE_LIMITED: &str = "precinct_auth_rate_limited_total";
 
 /// Every limiter's name (the metric's label set, exported at 0).
-pub const LIMITERS: [&str; 5] = [
+pub const LIMITERS: [&str; 6] = [
     "login_ip",
     "login_username_ip",
     "login_username",
     "register_ip",
     "github_configure_user",
+    "internal_caller",
 ];
 
 pub const FAMILY: crate::metrics::Family = crate::metrics::Family {

@@ -19,6 +19,15 @@ use crate::{
     supervise::{Lifetime, Supervisor},
 };
 
+/// The internal API, bound at build, served once the identity is there
+/// (its certificate is the workload's X.509-SVID).
+pub(super) struct Internal {
+    pub(super) listener: tokio::net::TcpListener,
+    pub(super) config: crate::config::InternalConfig,
+    pub(super) router: axum::Router,
+    pub(super) addr: std::net::SocketAddr,
+}
+
 pub(super) struct BringUp {
     backends: Backends,
     identity_check: Check,
@@ -31,6 +40,7 @@ pub(super) struct BringUp {
     publisher: Publisher,
     /// Filled once the identity is there (the metrics read it).
     identity: Arc<OnceLock<Identity>>,
+    internal: Option<Internal>,
 }
 
 impl BringUp {
@@ -44,6 +54,7 @@ impl BringUp {
         db: Db,
         publisher: Publisher,
         identity: Arc<OnceLock<Identity>>,
+        internal: Option<Internal>,
     ) -> Self {
         let identity_check = readiness.register(
             "identity",
@@ -63,15 +74,19 @@ impl BringUp {
             db,
             publisher,
             identity,
+            internal,
         }
     }
 
     /// Identity, then the OpenBao session, then the migrations, then the
     /// database engine; each step's tasks spawned as soon as it is done.
-    pub(super) async fn run(self) {
+    pub(super) async fn run(mut self) {
         let Some(identity) = self.first_svid().await else {
             return;
         };
+        if let Some(internal) = self.internal.take() {
+            self.serve_internal(&identity, internal);
+        }
         let cancel = self.supervisor.cancel().clone();
         self.supervisor.spawn(
             "identity-watch",
@@ -112,6 +127,33 @@ impl BringUp {
                 tracing::error!(error = %e, "workload identity unavailable");
                 self.supervisor.fail_now(e.to_string());
                 None
+            }
+        }
+    }
+
+    /// Serves the internal API over mutual TLS with this identity; a TLS
+    /// configuration that cannot be built stops the application.
+    fn serve_internal(&self, identity: &Identity, internal: Internal) {
+        let allowed: Arc<[crate::config::AllowedId]> = internal.config.allowed.clone().into();
+        match crate::http::internal::tls_config(identity, allowed) {
+            Ok(tls) => {
+                tracing::info!(addr = %internal.addr, allowed = internal.config.allowed.len(), "internal API (mutual TLS) listening");
+                self.supervisor.spawn(
+                    "internal-api",
+                    Lifetime::UntilCancelled,
+                    crate::http::internal::serve(
+                        internal.listener,
+                        tls,
+                        internal.config,
+                        internal.router,
+                        self.supervisor.cancel().clone(),
+                    ),
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the internal API's TLS configuration cannot be built");
+                self.supervisor
+                    .fail_now(format!("internal API (INTERNAL_ADDR): {e}"));
             }
         }
     }

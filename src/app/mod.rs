@@ -70,6 +70,8 @@ pub struct Application {
     session: SessionWatch,
     /// Where `GET /metrics` answers, when `METRICS_ADDR` is set.
     metrics_addr: Option<SocketAddr>,
+    /// Where the internal mutual-TLS API answers, when `INTERNAL_ADDR` is set.
+    internal_addr: Option<SocketAddr>,
 }
 
 /// The parts of the application that serve requests, made before any task.
@@ -105,11 +107,17 @@ fn services(config: &Config) -> Services {
             },
         )
     });
-    let auth = db
-        .as_ref()
-        .zip(tokens.clone())
-        .zip(limits.clone())
-        .map(|(((db, _), tokens), limits)| AuthService::new(db.clone(), tokens, limits, a));
+    let auth =
+        db.as_ref()
+            .zip(tokens.clone())
+            .zip(limits.clone())
+            .map(|(((db, _), tokens), limits)| {
+                let internal_rate = config
+                    .internal
+                    .as_ref()
+                    .map_or(u32::MAX, |i| i.rate_per_caller_per_minute);
+                AuthService::new(db.clone(), tokens, limits, a, internal_rate)
+            });
     let github = db.as_ref().zip(limits).map(|((db, _), limits)| {
         GithubService::new(&config.github, db.clone(), session.clone(), limits)
     });
@@ -167,6 +175,26 @@ impl Application {
             auth,
             github,
         });
+        let internal = match &config.internal {
+            Some(internal) => {
+                let listener =
+                    TcpListener::bind(internal.addr)
+                        .await
+                        .map_err(|source| AppError::Bind {
+                            addr: internal.addr,
+                            source,
+                        })?;
+                let addr = listener.local_addr().map_err(AppError::Serve)?;
+                Some(bring_up::Internal {
+                    listener,
+                    config: internal.clone(),
+                    router: http::internal_router(state.clone()),
+                    addr,
+                })
+            }
+            None => None,
+        };
+        let internal_addr = internal.as_ref().map(|i| i.addr);
         let router = http::router(state.clone(), extra(state));
         let identity = Arc::new(OnceLock::new());
 
@@ -188,6 +216,7 @@ impl Application {
                     db.clone(),
                     publisher,
                     identity.clone(),
+                    internal,
                 );
                 supervisor.spawn("bring-up", Lifetime::Finite, bring_up.run());
                 (Some(db), Some(leftover))
@@ -224,7 +253,13 @@ impl Application {
             #[cfg(feature = "fault-injection")]
             session,
             metrics_addr,
+            internal_addr,
         })
+    }
+
+    /// Where the internal mutual-TLS API answers (`INTERNAL_ADDR`).
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal_addr
     }
 
     pub fn addr(&self) -> SocketAddr {

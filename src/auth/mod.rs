@@ -89,6 +89,8 @@ pub struct AuthService {
     login_limits: Arc<LoginLimits>,
     /// Per client IP, checked before any hashing.
     register_quota: Quota,
+    /// Per internal caller (SPIFFE ID), in this replica.
+    internal_limiter: Arc<governor::DefaultKeyedRateLimiter<String>>,
     refresh_ttl: Duration,
 }
 
@@ -104,7 +106,14 @@ fn new_refresh_token() -> String {
 }
 
 impl AuthService {
-    pub fn new(db: Db, tokens: TokenService, limits: Limits, config: &AuthConfig) -> Self {
+    /// `internal_per_minute`: the internal API's calls per caller and minute.
+    pub fn new(
+        db: Db,
+        tokens: TokenService,
+        limits: Limits,
+        config: &AuthConfig,
+        internal_per_minute: u32,
+    ) -> Self {
         Self {
             db,
             hasher: Hasher::new(config.hash_concurrency, config.login_min_duration),
@@ -116,8 +125,127 @@ impl AuthService {
                 config.login_per_username_per_minute,
             )),
             register_quota: Quota::new("register_ip", config.register_per_ip_per_minute),
+            internal_limiter: Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(
+                std::num::NonZeroU32::new(internal_per_minute.max(1)).expect("non-zero"),
+            ))),
             refresh_ttl: config.refresh_ttl,
         }
+    }
+
+    /// The internal API's limit per caller: in this replica's memory, not
+    /// PostgreSQL (callers are authenticated workloads, and a shared
+    /// counter would double the cost of every call; N replicas allow N
+    /// times the rate).
+    pub async fn limit_internal_caller(&self, entry: &str, caller: &str) -> Result<(), AuthError> {
+        use governor::clock::Clock;
+        match self.internal_limiter.check_key(&caller.to_string()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                ::metrics::counter!(crate::ratelimit::RATE_LIMITED, "limiter" => "internal_caller")
+                    .increment(1);
+                tracing::debug!(
+                    event = "internal_rate_limited",
+                    caller,
+                    entry,
+                    "internal caller over its rate"
+                );
+                Err(AuthError::RateLimited {
+                    retry_after: not_until
+                        .wait_time_from(governor::clock::DefaultClock::default().now()),
+                })
+            }
+        }
+    }
+
+    /// RFC 7662 for precinct's access tokens: the claims when the token
+    /// verifies and its session is live and belongs to its user (asked of
+    /// PostgreSQL, not of the notifications), `None` for anything else.
+    /// Audited with the caller's SPIFFE ID. `Err` only when it cannot be
+    /// decided (no keys yet, the database down): 503, never a guess.
+    pub async fn introspect(
+        &self,
+        token: &str,
+        caller: &str,
+        meta: &RequestMeta,
+    ) -> Result<Option<Arc<AccessClaims>>, AuthError> {
+        let claims = match self.tokens.verify(token).await {
+            Ok(claims) => Some(claims),
+            Err(TokenError::Keys(e)) => return Err(AuthError::Token(TokenError::Keys(e))),
+            Err(_) => None,
+        };
+        retry_once(|| self.introspect_once(claims.clone(), caller, meta)).await
+    }
+
+    async fn introspect_once(
+        &self,
+        claims: Option<Arc<AccessClaims>>,
+        caller: &str,
+        meta: &RequestMeta,
+    ) -> Result<Option<Arc<AccessClaims>>, AuthError> {
+        let pool = self.db.pool().await?;
+        let live = match &claims {
+            Some(c) => sqlx::query_scalar::<_, bool>(
+                "select exists(select 1 from refresh_families f join users u on u.id = f.user_id \
+                 where f.id = $1 and f.user_id = $2 and f.revoked_at is null)",
+            )
+            .bind(c.sid)
+            .bind(c.sub)
+            .fetch_one(&*pool)
+            .await
+            .map_err(|e| pool.error(e))?,
+            None => false,
+        };
+        let active = claims.filter(|_| live);
+        audit::record(
+            &*pool,
+            "internal_introspect",
+            if active.is_some() {
+                "active"
+            } else {
+                "inactive"
+            },
+            active.as_ref().map(|c| c.sub),
+            meta,
+            json!({"caller": caller}),
+        )
+        .await;
+        Ok(active)
+    }
+
+    /// A user's public profile (id, username, creation), for an internal
+    /// caller; audited with its SPIFFE ID.
+    pub async fn public_profile(
+        &self,
+        id: Uuid,
+        caller: &str,
+        meta: &RequestMeta,
+    ) -> Result<Option<User>, AuthError> {
+        retry_once(|| async {
+            let pool = self.db.pool().await?;
+            let row =
+                sqlx::query("select id, username, email, created_at from users where id = $1")
+                    .bind(id)
+                    .fetch_optional(&*pool)
+                    .await
+                    .map_err(|e| pool.error(e))?;
+            audit::record(
+                &*pool,
+                "internal_user",
+                if row.is_some() { "found" } else { "not_found" },
+                row.as_ref().map(|_| id),
+                meta,
+                json!({"caller": caller}),
+            )
+            .await;
+            Ok(row.map(|r| User {
+                id: r.get("id"),
+                username: r.get("username"),
+                email: r.get("email"),
+                created_at: r.get("created_at"),
+                github_configured: false,
+            }))
+        })
+        .await
     }
 
     pub fn tokens(&self) -> &TokenService {

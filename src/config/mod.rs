@@ -11,6 +11,7 @@ mod env;
 mod github;
 mod http;
 mod identity;
+mod internal;
 mod log;
 mod tasks;
 mod vars;
@@ -24,6 +25,7 @@ pub use env::AppEnv;
 pub use github::GithubConfig;
 pub use http::{CorsOrigins, DEFAULT_CORS_ORIGINS, HttpConfig};
 pub use identity::IdentityConfig;
+pub use internal::{AllowedId, InternalConfig, authorize, parse_allowed};
 pub use log::{AccessLog, LogConfig, LogFormat, OtlpConfig, SILENCED_TARGETS, log_filter};
 pub use tasks::TasksConfig;
 pub use vars::ConfigError;
@@ -53,6 +55,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub github: GithubConfig,
     pub tasks: TasksConfig,
+    /// The internal mutual-TLS API; `None` when `INTERNAL_ADDR` is unset.
+    pub internal: Option<InternalConfig>,
 }
 
 impl Config {
@@ -84,6 +88,13 @@ impl Config {
         let auth = auth::parse(v)?;
         let github = github::parse(v, env, allow_insecure)?;
         let tasks = tasks::parse(v, &db, &bao)?;
+        let internal = internal::parse(v)?;
+        if internal.is_some() && identity.is_none() {
+            return Err(ConfigError::new(
+                "INTERNAL_ADDR",
+                "needs SPIFFE_ENDPOINT_SOCKET: the listener's certificate is the workload's X.509-SVID",
+            ));
+        }
         let backends = identity.map(|identity| Backends { identity, bao, db });
 
         Ok(Config {
@@ -95,6 +106,7 @@ impl Config {
             auth,
             github,
             tasks,
+            internal,
         })
     }
 }

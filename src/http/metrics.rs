@@ -13,6 +13,8 @@ use crate::metrics::{Family, Kind, Metric};
 pub const REQUESTS: &str = "precinct_http_requests_total";
 pub const SECONDS: &str = "precinct_http_request_duration_seconds";
 pub const IN_FLIGHT_GAUGE: &str = "precinct_http_requests_in_flight";
+pub const INTERNAL_CALLS: &str = "precinct_internal_calls_total";
+pub const INTERNAL_HANDSHAKES_REFUSED: &str = "precinct_internal_handshakes_refused_total";
 
 /// Latency buckets: sub-millisecond to the 30 s timeout.
 const BUCKETS: &[f64] = &[
@@ -36,10 +38,48 @@ pub const FAMILY: Family = Family {
             kind: Kind::Gauge,
             help: "HTTP requests being served",
         },
+        Metric {
+            name: INTERNAL_CALLS,
+            kind: Kind::Counter,
+            help: "Internal API calls by caller (the allowlist entry that admitted it), route and result",
+        },
+        Metric {
+            name: INTERNAL_HANDSHAKES_REFUSED,
+            kind: Kind::Counter,
+            help: "Internal API handshakes refused, by reason",
+        },
     ],
     buckets: &[(SECONDS, BUCKETS)],
-    zero: || {},
+    zero: || {
+        for reason in REFUSALS {
+            metrics::counter!(INTERNAL_HANDSHAKES_REFUSED, "reason" => reason).increment(0);
+        }
+    },
 };
+
+/// Why the internal listener refuses a handshake (the metric's label set).
+pub const REFUSALS: [&str; 11] = [
+    "id_not_allowed",
+    "trust_domain_not_allowed",
+    "untrusted_issuer",
+    "no_client_certificate",
+    "certificate_expired_or_not_yet_valid",
+    "not_one_spiffe_id",
+    "not_a_leaf",
+    "not_tls",
+    "handshake_timeout",
+    "closed_during_handshake",
+    "handshake_failed",
+];
+
+/// One internal API call of `caller` (an allowlist entry: a bounded label).
+pub fn internal_call(caller: &str, route: &'static str, positive: bool) {
+    if crate::metrics::enabled() {
+        let result = if positive { "positive" } else { "negative" };
+        metrics::counter!(INTERNAL_CALLS, "caller" => caller.to_string(), "route" => route, "result" => result)
+            .increment(1);
+    }
+}
 
 /// Sets the in-flight gauge from the request path's atomic (at scrape).
 pub fn export_in_flight() {

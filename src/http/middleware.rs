@@ -36,7 +36,18 @@ pub async fn request_context(
     let incoming = crate::trace::incoming(request.headers());
     // Route templates only: an unknown path is "unmatched", never itself.
     let template = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    // On the internal listener: who calls, on every line of the request.
+    let caller = request
+        .extensions()
+        .get::<super::internal::Caller>()
+        .map(|c| c.spiffe_id.clone());
     let span = match incoming.trace_id() {
+        Some(trace_id) if caller.is_some() => tracing::info_span!(
+            "request",
+            request_id = %id,
+            trace_id = %trace_id,
+            caller = caller.as_deref().unwrap_or_default()
+        ),
         Some(trace_id) => {
             tracing::info_span!("request", request_id = %id, trace_id = %trace_id)
         }
@@ -45,6 +56,7 @@ pub async fn request_context(
             "request",
             request_id = %id,
             trace_id = tracing::field::Empty,
+            caller = caller.as_deref(),
             otel.kind = "server",
             otel.name = %format_args!("{method} {template}"),
             http.request.method = %method,
@@ -95,6 +107,11 @@ pub async fn request_context(
             }
             _ if status >= 500 => {
                 tracing::warn!(%method, %route, status, latency_ms, "request failed");
+            }
+            // Every internal call is logged with its caller (in the span),
+            // whatever ACCESS_LOG says short of off.
+            AccessLog::All | AccessLog::Errors if caller.is_some() => {
+                tracing::info!(%method, %route, status, latency_ms, "request completed");
             }
             AccessLog::All => {
                 tracing::info!(%method, %route, status, latency_ms, "request completed");

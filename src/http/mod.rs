@@ -5,6 +5,7 @@ pub mod client_ip;
 mod error;
 mod github;
 mod health;
+pub mod internal;
 mod meta;
 pub mod metrics;
 pub mod middleware;
@@ -22,7 +23,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::{ApiError, ErrorBody, FieldError};
-pub use openapi::ApiDoc;
+pub use openapi::{ApiDoc, InternalApiDoc};
 pub use state::{AppState, AppStateParts};
 
 /// The routes and their OpenAPI description, before middleware.
@@ -46,14 +47,54 @@ pub fn api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     (router, doc)
 }
 
+/// The internal API's routes and document, before middleware.
+pub fn internal_api(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = OpenApiRouter::with_openapi(InternalApiDoc::openapi())
+        .routes(routes!(internal::introspect))
+        .routes(routes!(internal::user))
+        .with_state(state)
+        .split_for_parts();
+    openapi::add_common_responses(&mut doc);
+    (router, doc)
+}
+
+/// The internal listener's router: its routes, the same middleware as the
+/// public one (request id, span and access log with the caller's SPIFFE
+/// ID, JSON errors, limits, timeout, panic catcher, security headers).
+pub fn internal_router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let (api, _) = internal_api(state);
+    layered(
+        api.fallback(|| async { ApiError::from_status(axum::http::StatusCode::NOT_FOUND) }),
+        &config,
+    )
+}
+
 /// The complete application router with every layer.
 pub fn router(state: AppState, extra: Router) -> Router {
     let config = state.config.clone();
+    let (_, internal_doc) = internal_api(state.clone());
     let (api, openapi) = api(state);
-    let mut app = api
+    let app = api
         .merge(extra)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .merge(
+            SwaggerUi::new("/docs")
+                .url("/openapi.json", openapi)
+                .url("/openapi-internal.json", internal_doc),
+        )
         .fallback(|| async { ApiError::from_status(axum::http::StatusCode::NOT_FOUND) });
+    let app = layered(app, &config);
+    // Before everything: liveness probes answer without the stack, with
+    // the same headers.
+    let mut probe_headers = middleware::security_header_values();
+    if config.env.is_production() {
+        probe_headers.push(middleware::hsts_header_value());
+    }
+    app.layer(health::FastLivenessLayer::new(probe_headers))
+}
+
+/// The middleware every router gets, outermost last.
+fn layered(mut app: Router, config: &crate::config::Config) -> Router {
     if config.env.is_production() {
         app = app.layer(middleware::strict_transport_security());
     }
@@ -65,7 +106,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
                 config.log.access,
                 middleware::request_context,
             ))
-            .layer(middleware::cors(&config))
+            .layer(middleware::cors(config))
             .layer(CatchPanicLayer::custom(middleware::panic_response))
             .layer(TimeoutLayer::with_status_code(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -78,11 +119,5 @@ pub fn router(state: AppState, extra: Router) -> Router {
     for layer in middleware::security_headers() {
         app = app.layer(layer);
     }
-    // Before everything: liveness probes answer without the stack, with
-    // the same headers.
-    let mut probe_headers = middleware::security_header_values();
-    if config.env.is_production() {
-        probe_headers.push(middleware::hsts_header_value());
-    }
-    app.layer(health::FastLivenessLayer::new(probe_headers))
+    app
 }

@@ -26,6 +26,38 @@ use super::error::{ErrorBody, ErrorDetail, FieldError};
 )]
 pub struct ApiDoc;
 
+/// The internal API's document: its own, since its routes are served on
+/// another listener (`INTERNAL_ADDR`, mutual TLS), never on the public one.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "precinct internal API",
+        description = "For other workloads of the mesh, over mutual TLS on `INTERNAL_ADDR` (k8s: port 8443): the caller authenticates with its X.509-SVID and is authorized by SPIFFE ID (`INTERNAL_ALLOWED_SPIFFE_IDS`). Every error answers with the `ErrorBody` shape.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    components(schemas(ErrorBody, ErrorDetail, FieldError)),
+    modifiers(&MutualTlsScheme),
+    tags((name = "internal", description = "Token introspection (RFC 7662) and public profiles, for workloads authorized by SPIFFE ID")),
+)]
+pub struct InternalApiDoc;
+
+/// `mutual_tls`: an X.509-SVID whose SPIFFE ID is on the allowlist.
+struct MutualTlsScheme;
+
+impl Modify for MutualTlsScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "mutual_tls",
+            SecurityScheme::MutualTls {
+                description: Some("The caller's X.509-SVID (from its SPIFFE Workload API); its SPIFFE ID must be in INTERNAL_ALLOWED_SPIFFE_IDS".to_string()),
+                deprecated: None,
+                extensions: None,
+            },
+        );
+    }
+}
+
 /// `bearer_auth`: the access token from login, so "Authorize" in /docs works.
 struct BearerScheme;
 

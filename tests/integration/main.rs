@@ -22,6 +22,7 @@ mod hostile_input;
 mod http_surface;
 mod identity;
 mod independent_client;
+mod internal;
 mod kube_events;
 mod login_timing;
 mod metrics;

@@ -18,6 +18,8 @@ pub struct TestApp {
     pub handle: JoinHandle<Result<(), precinct::app::AppError>>,
     /// `GET /metrics`, when METRICS_ADDR was set.
     pub metrics_addr: Option<SocketAddr>,
+    /// The internal mutual-TLS API, when INTERNAL_ADDR was set.
+    pub internal_addr: Option<SocketAddr>,
     /// The credentials the application holds now (database password,
     /// OpenBao tokens), for log scans.
     pub secrets: std::sync::Arc<dyn Fn() -> Vec<String> + Send + Sync>,
@@ -101,10 +103,12 @@ pub async fn spawn_app_with_routes(
     let shutdown = app.shutdown_trigger();
     let db = app.db();
     let metrics_addr = app.metrics_addr();
+    let internal_addr = app.internal_addr();
     let secrets = app.secrets_for_tests();
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
         metrics_addr,
+        internal_addr,
         secrets,
         db,
         addr,
