@@ -10,7 +10,9 @@ server socket shared with its sidecars; the k8s_psat cluster name and agent
 service account; the agent socket through the CSI driver to the backend's
 SPIFFE_ENDPOINT_SOCKET; every service URL against a Service and a container
 port; every Secret and ConfigMap reference; the backend's NetworkPolicy
-against the services it calls.
+against the services it calls; the internal API: its port through the
+Service, the demo client's SPIFFE ID on the allowlist, its socket, its
+labels through the NetworkPolicy, and the backend's DNS SANs.
 """
 
 import posixpath
@@ -235,6 +237,77 @@ for svc, port in ((bao_svc, 8200), (pg_svc, 5432)):
         f"the backend's NetworkPolicy does not allow {ns}:{port}",
     )
 
+# --- The internal API and its demo client ------------------------------------
+
+
+def allowed(allowlist, spiffe_id):
+    """INTERNAL_ALLOWED_SPIFFE_IDS semantics (src/config/internal.rs)."""
+    for entry in (e.strip() for e in allowlist.split(",")):
+        if entry.endswith("/") and spiffe_id.startswith(entry) and len(spiffe_id) > len(entry):
+            return True
+        if entry == spiffe_id:
+            return True
+    return False
+
+
+internal_port = int(be_config["INTERNAL_ADDR"].rsplit(":", 1)[1])
+check(
+    any(p.get("name") == "internal" and p["containerPort"] == internal_port for p in be.get("ports", [])),
+    f"INTERNAL_ADDR port {internal_port} is not the backend's container port `internal`",
+)
+client_job = find("Job", "precinct-internal-check", "99-apps")
+cc = container(client_job, "internal-check")
+internal_url = env(cc, "INTERNAL_URL")
+check(internal_url.startswith("https://"), "INTERNAL_URL must be https (mutual TLS)")
+check_service_url(internal_url, "INTERNAL_URL")
+check_service_url(env(cc, "PUBLIC_URL"), "PUBLIC_URL")
+check(env(cc, "SERVER_SPIFFE_ID") == spiffe_id, f"the client expects the server to be {env(cc, 'SERVER_SPIFFE_ID')}, not {spiffe_id}")
+client_sa = pod_spec(client_job)["serviceAccountName"]
+client_cr = find("ClusterSPIFFEID", "precinct-internal-client")
+client_id = (
+    client_cr["spec"]["spiffeIDTemplate"]
+    .replace("{{ .TrustDomain }}", td)
+    .replace("{{ .PodMeta.Namespace }}", "99-apps")
+    .replace("{{ .PodSpec.ServiceAccountName }}", client_sa)
+)
+client_labels = client_job["spec"]["template"]["metadata"]["labels"]
+check(
+    all(client_labels.get(k) == v for k, v in client_cr["spec"]["podSelector"]["matchLabels"].items()),
+    "the client's ClusterSPIFFEID does not select the Job's pods",
+)
+check(
+    not all(client_labels.get(k) == v for k, v in cr["spec"]["podSelector"]["matchLabels"].items()),
+    "the backend's ClusterSPIFFEID also selects the client's pods",
+)
+check(allowed(be_config["INTERNAL_ALLOWED_SPIFFE_IDS"], client_id), f"{client_id} is not on INTERNAL_ALLOWED_SPIFFE_IDS")
+check(not allowed(be_config["INTERNAL_ALLOWED_SPIFFE_IDS"], spiffe_id), "the backend allows itself on the internal API")
+client_endpoint = env(cc, "SPIFFE_ENDPOINT_SOCKET").removeprefix("unix://")
+check(
+    (mount_of(client_job, cc, client_endpoint) or {}).get("csi", {}).get("driver") == driver,
+    "the client's SPIFFE_ENDPOINT_SOCKET is not on the CSI volume",
+)
+check(
+    any(
+        any(p["port"] == internal_port for p in rule.get("ports", []))
+        and any(
+            all(client_labels.get(k) == v for k, v in f.get("podSelector", {}).get("matchLabels", {}).items())
+            and "namespaceSelector" in f
+            for f in rule.get("from", [])
+        )
+        for rule in policy["spec"]["ingress"]
+    ),
+    f"the backend's NetworkPolicy does not admit the client's pods to {internal_port}",
+)
+check(
+    not any(
+        any(p["port"] == internal_port for p in rule.get("ports", [])) and not rule.get("from")
+        for rule in policy["spec"]["ingress"]
+    ),
+    f"the backend's NetworkPolicy admits anyone to {internal_port}",
+)
+dns = [t.replace("{{ .PodMeta.Namespace }}", "99-apps") for t in cr["spec"].get("dnsNameTemplates", [])]
+check(urllib.parse.urlparse(internal_url).hostname in dns, f"{internal_url}'s host is not a DNS SAN of the backend's SVID ({dns})")
+
 # --- References -----------------------------------------------------------------
 secrets = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "Secret"}
 configmaps = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "ConfigMap"}
@@ -265,5 +338,6 @@ if errors:
     sys.exit(1)
 print(
     f"k8s/dev wiring: trust domain {td}, {spiffe_id}, issuer {issuer}, cluster {cluster}, "
-    f"agent socket {agent_sock} → {driver} → {endpoint}; {refs} Secret/ConfigMap references resolve"
+    f"agent socket {agent_sock} → {driver} → {endpoint}; internal API :{internal_port} for {client_id}; "
+    f"{refs} Secret/ConfigMap references resolve"
 )

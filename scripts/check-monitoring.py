@@ -51,8 +51,11 @@ assert len(scrape) == 1, f"one ingress rule for :9090, got {scrape}"
 sources = scrape[0].get("from", [])
 assert sources and all("namespaceSelector" in s for s in sources), "the scrape rule is limited to a namespace"
 assert [p["port"] for p in scrape[0]["ports"]] == [9090], "the scrape rule opens :9090 only"
-open_public = [r for r in rules if r is not scrape[0]]
-assert [[p["port"] for p in r["ports"]] for r in open_public] == [[8000]], open_public
+# Only 8000 is open to all; the internal API's rule names its clients.
+others = [r for r in rules if r is not scrape[0]]
+open_to_all = [r for r in others if not r.get("from")]
+assert [[p["port"] for p in r["ports"]] for r in open_to_all] == [[8000]], open_to_all
+assert all([p["port"] for p in r["ports"]] == [8443] for r in others if r.get("from")), others
 
 (rule,) = by_kind["PrometheusRule"]
 runbooks = pathlib.Path("docs/runbooks.md").read_text()

@@ -53,4 +53,7 @@ log "waiting for the backend to be ready"
 kubectl rollout status -n 99-apps deployment/backend --timeout=600s
 log "waiting for the demo users (precinct-dev-seed)"
 kubectl wait -n precinct-system --for=condition=Complete job/precinct-dev-seed --timeout=600s
+log "waiting for a client workload to introspect over mutual TLS (precinct-internal-check)"
+kubectl wait -n 99-apps --for=condition=Complete job/precinct-internal-check --timeout=300s
+kubectl logs -n 99-apps job/precinct-internal-check --tail=1
 log "ready: kubectl -n 99-apps port-forward svc/backend 8000:8000, then http://localhost:8000/docs"
