@@ -35,6 +35,9 @@ export APP_ENV="${APP_ENV:-development}"
 export HTTP_ADDR="${HTTP_ADDR:-127.0.0.1:8000}"
 export LOG_FORMAT="${LOG_FORMAT:-pretty}"
 export RUST_LOG="${RUST_LOG:-info,precinct=debug,rustify=off,vaultrs=off}"
+# The internal API (mutual TLS), for the client workload the agent serves.
+export INTERNAL_ADDR="${INTERNAL_ADDR:-127.0.0.1:8443}"
+export INTERNAL_ALLOWED_SPIFFE_IDS="${INTERNAL_ALLOWED_SPIFFE_IDS:-$CLIENT_SPIFFE_ID}"
 
 cat >"$DEV_DIR/env" <<ENV
 # Written by scripts/dev.sh: \`source .dev/env\` to reach what it started.
@@ -47,9 +50,16 @@ export SPIFFE_ENDPOINT_SOCKET=$SPIFFE_ENDPOINT_SOCKET
 export SPIFFE_OIDC_ISSUER=$SPIFFE_OIDC_ISSUER
 export DATABASE_URL=postgres://$PG_ADMIN_USER:$PG_ADMIN_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME
 export PATH=$VENV_DIR/bin:\$PATH
+# The client workload's identity, and a call to the internal API with it:
+#   $BIN internal-check   (logs in as jake, introspects over mutual TLS)
+export INTERNAL_URL=https://localhost:${INTERNAL_ADDR##*:}
+export PUBLIC_URL=http://$HTTP_ADDR
+export SERVER_SPIFFE_ID=$EXPECTED_SPIFFE_ID
+export CLIENT_SPIFFE_ENDPOINT_SOCKET=$CLIENT_SPIFFE_ENDPOINT_SOCKET
 ENV
 
 log "precinct on http://$HTTP_ADDR (ready once /api/v1/health/ready says so)  ·  Swagger UI: http://$HTTP_ADDR/docs  ·  inspect with: source .dev/env"
+log "internal API (mutual TLS) on $INTERNAL_ADDR for $INTERNAL_ALLOWED_SPIFFE_IDS  ·  try: source .dev/env && SPIFFE_ENDPOINT_SOCKET=\$CLIENT_SPIFFE_ENDPOINT_SOCKET $BIN internal-check"
 # Not exec: the EXIT trap must still stop what we started.
 "$BIN" serve &
 app=$!

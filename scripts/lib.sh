@@ -232,9 +232,14 @@ start_stack() {
   export SPIFFE_ENDPOINT_SOCKET="unix://$DEV_DIR/agent.sock"
   local oidc_addr="127.0.0.1:${OIDC_PORT:-8090}"
   export SPIFFE_OIDC_ISSUER="http://$oidc_addr"
-  log "starting the development SPIFFE agent on $DEV_DIR/agent.sock (OIDC discovery $SPIFFE_OIDC_ISSUER)"
+  # A second workload, from the same CA on a socket of its own (SPIRE: a
+  # second registration entry): the client of the internal API.
+  export CLIENT_SPIFFE_ID="${CLIENT_SPIFFE_ID:-spiffe://$TRUST_DOMAIN/ns/99-apps/sa/client}"
+  export CLIENT_SPIFFE_ENDPOINT_SOCKET="unix://$DEV_DIR/client.sock"
+  log "starting the development SPIFFE agent on $DEV_DIR/agent.sock (OIDC discovery $SPIFFE_OIDC_ISSUER; $CLIENT_SPIFFE_ID on $DEV_DIR/client.sock)"
   setsid "$bin" dev-agent --socket "$DEV_DIR/agent.sock" --trust-domain "$TRUST_DOMAIN" \
     --spiffe-id "$EXPECTED_SPIFFE_ID" --oidc-addr "$oidc_addr" --state-dir "$DEV_DIR/agent-state" \
+    --workload "$CLIENT_SPIFFE_ID=$DEV_DIR/client.sock" \
     >"$DEV_DIR/agent.log" 2>&1 &
   local agent=$!
   STARTED_PIDS+=("$agent")

@@ -71,6 +71,11 @@ pub struct DevAgentArgs {
     /// (repeatable). A client workload then calls precinct's internal API.
     #[arg(long = "workload", value_parser = parse_workload)]
     pub workloads: Vec<(String, PathBuf)>,
+    /// A DNS SAN for the main identity's SVIDs, beside its SPIFFE ID (as a
+    /// SPIRE entry's dnsNames), so curl --cacert verifies precinct's
+    /// internal API by name (repeatable).
+    #[arg(long = "dns-name", default_value = "localhost")]
+    pub dns_names: Vec<String>,
 }
 
 #[cfg(feature = "dev-agent")]
@@ -91,6 +96,7 @@ impl From<DevAgentArgs> for DevAgentConfig {
         c.jwt_key_rotation = a.jwt_key_rotation;
         c.state_dir = a.state_dir;
         c.workloads = a.workloads;
+        c.dns_names = a.dns_names;
         c
     }
 }

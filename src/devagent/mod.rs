@@ -58,6 +58,9 @@ pub struct DevAgentConfig {
     /// (`--workload ID=SOCKET`), as SPIRE serves each registered workload
     /// its own SVID. Tests and `scripts/dev.sh` use one for a client.
     pub workloads: Vec<(String, PathBuf)>,
+    /// DNS SANs of the main identity's SVIDs (SPIRE: an entry's `dnsNames`),
+    /// so a client that checks host names (curl) verifies precinct fully.
+    pub dns_names: Vec<String>,
 }
 
 impl DevAgentConfig {
@@ -78,6 +81,7 @@ impl DevAgentConfig {
             jwt_key_rotation: None,
             state_dir: None,
             workloads: Vec::new(),
+            dns_names: vec!["localhost".to_string()],
         }
     }
 
@@ -147,13 +151,25 @@ impl DevAgent {
         });
 
         let mut workloads = Vec::new();
-        let all = std::iter::once((config.spiffe_id.clone(), config.socket.clone()))
-            .chain(config.workloads.iter().cloned());
-        for (spiffe_id, socket) in all {
+        let all = std::iter::once((
+            config.spiffe_id.clone(),
+            config.socket.clone(),
+            config.dns_names.clone(),
+        ))
+        .chain(
+            config
+                .workloads
+                .iter()
+                .map(|(id, s)| (id.clone(), s.clone(), Vec::new())),
+        );
+        for (spiffe_id, socket, dns_names) in all {
             let unix_listener = bind_socket(&socket)?;
-            let first = state.authority.issue(&spiffe_id, config.x509_ttl)?;
+            let first = state
+                .authority
+                .issue(&spiffe_id, &dns_names, config.x509_ttl)?;
             let workload = Arc::new(WorkloadIdentity {
                 spiffe_id,
+                dns_names,
                 socket,
                 x509: watch::channel(Arc::new(first)).0,
             });

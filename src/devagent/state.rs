@@ -29,6 +29,7 @@ pub(crate) struct AgentState {
 /// One identity the agent hands out, on its own socket.
 pub(crate) struct WorkloadIdentity {
     pub(crate) spiffe_id: String,
+    pub(crate) dns_names: Vec<String>,
     pub(crate) socket: PathBuf,
     pub(crate) x509: watch::Sender<Arc<X509Material>>,
 }
@@ -45,7 +46,9 @@ impl AgentState {
 
     /// Issues and pushes a fresh X.509-SVID for `workload`.
     pub(crate) fn rotate_x509(&self, workload: &WorkloadIdentity) -> Result<(), DevAgentError> {
-        let material = self.authority.issue(&workload.spiffe_id, self.x509_ttl)?;
+        let material =
+            self.authority
+                .issue(&workload.spiffe_id, &workload.dns_names, self.x509_ttl)?;
         tracing::info!(
             spiffe_id = %workload.spiffe_id,
             serial = %material.serial_hex,

@@ -3,6 +3,7 @@
 Workload API socket (or PEM files given on the command line).
 
     mtls_client.py svid SOCKET DIR
+        (SOCKET: a path or a unix:// address)
         fetch the socket's X.509-SVID with py-spiffe; write DIR/svid.pem
         (the chain), DIR/key.pem and DIR/bundle.pem; print its SPIFFE ID
     mtls_client.py call CERT KEY BUNDLE HOST PORT METHOD PATH [BODY]
@@ -31,7 +32,9 @@ def fetch_svid(sock: str, out: str) -> str:
     from cryptography.hazmat.primitives import serialization
     from spiffe import WorkloadApiClient
 
-    with WorkloadApiClient(f"unix://{sock}", default_timeout=10) as client:
+    if not sock.startswith(("unix://", "tcp://")):
+        sock = "unix://" + os.path.abspath(sock)
+    with WorkloadApiClient(sock, default_timeout=10) as client:
         svid = client.fetch_x509_svid()
         bundles = client.fetch_x509_bundles()
     chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in svid.cert_chain)

@@ -172,16 +172,19 @@ fn bundle(stack: &Stack, dir: &tempfile::TempDir) -> String {
     path.display().to_string()
 }
 
-/// curl with a client certificate (`-k`: curl cannot check a SPIFFE ID;
-/// the server's chain is what Python's client verifies).
-async fn curl(pem: &Pem, addr: std::net::SocketAddr, token: &str) -> (bool, String) {
+/// curl with a client certificate, verifying the server's chain against
+/// the bundle and its name (`localhost`, a DNS SAN of the SVID beside its
+/// SPIFFE ID, as a SPIRE entry's dnsNames put it there).
+async fn curl(pem: &Pem, bundle: &str, addr: std::net::SocketAddr, token: &str) -> (bool, String) {
+    let port = addr.port();
     let out = Command::new("curl")
-        .args(["-sS", "-k", "--max-time", "10", "--cert"])
+        .args(["-sS", "--max-time", "10", "--cacert", bundle, "--cert"])
         .arg(pem.path("svid.pem"))
         .arg("--key")
         .arg(pem.path("key.pem"))
+        .args(["--resolve", &format!("localhost:{port}:{}", addr.ip())])
         .args(["--data-urlencode", &format!("token={token}")])
-        .arg(format!("https://{addr}/internal/v1/introspect"))
+        .arg(format!("https://localhost:{port}/internal/v1/introspect"))
         .output()
         .await
         .unwrap();
@@ -238,7 +241,7 @@ async fn independent_clients_reach_introspect_with_an_allowed_id_and_are_refused
     }
     // curl with the same kind of files.
     let pem = Pem::fetch(&stack, CLIENT).await;
-    let (ok, out) = curl(&pem, addr, &token).await;
+    let (ok, out) = curl(&pem, &bundle, addr, &token).await;
     assert!(ok, "{out}");
     assert_eq!(
         serde_json::from_str::<Value>(&out).unwrap()["active"],
@@ -260,7 +263,7 @@ async fn independent_clients_reach_introspect_with_an_allowed_id_and_are_refused
         )
         .await;
         assert!(r.get("error").is_some(), "{id} must be refused: {r}");
-        let (ok, out) = curl(&pem, addr, &token).await;
+        let (ok, out) = curl(&pem, &bundle, addr, &token).await;
         assert!(!ok, "curl as {id}: {out}");
     }
     let foreign_dir = tempfile::tempdir().unwrap();
@@ -298,6 +301,8 @@ async fn independent_clients_reach_introspect_with_an_allowed_id_and_are_refused
     )
     .await;
     assert!(r.get("error").is_some(), "another CA must be refused: {r}");
+    let (ok, out) = curl(&pem, &bundle, addr, &token).await;
+    assert!(!ok, "curl with another CA's SVID: {out}");
     foreign.shutdown().await;
     app.stop().await;
 }
