@@ -50,6 +50,16 @@ ensure_nextest() {
   cargo install --locked --quiet cargo-nextest
 }
 
+# oha: an HTTP load generator that presents client certificates (wrk does
+# not), for scripts/bench-internal.sh.
+OHA_VERSION=1.16.0
+ensure_oha() {
+  if ! oha --version 2>/dev/null | grep -q " $OHA_VERSION\$"; then
+    log "installing oha $OHA_VERSION (compiles once)"
+    cargo install --locked --quiet "oha@$OHA_VERSION"
+  fi
+}
+
 # HAProxy (Debian's): the real load balancer of scripts/replicas.sh.
 ensure_haproxy() { need_cmd haproxy haproxy; }
 

@@ -10,6 +10,9 @@ Workload API socket (or PEM files given on the command line).
         one request on a new connection; prints one JSON line:
         {"status": 200, "body": ..., "server_serial": "…"} or
         {"error": "…"} when the handshake or the request failed
+    mtls_client.py resume CERT KEY BUNDLE HOST PORT
+        two connections, the second offering the first's TLS session;
+        prints {"first": status, "second": status, "reused": bool}
     mtls_client.py stream SOCKET BUNDLE HOST PORT SECONDS
         a new connection per request for SECONDS, fetching the client's SVID
         from SOCKET before each (it rotates); prints one JSON line with every
@@ -98,6 +101,26 @@ def main() -> int:
         body = sys.argv[9] if len(sys.argv) > 9 else None
         ctx = context(cert or None, key or None, bundle)
         print(json.dumps(call(ctx, host, int(port), method, path, body)))
+        return 0
+    if cmd == "resume":
+        cert, key, bundle, host, port = sys.argv[2:7]
+        ctx = context(cert, key, bundle)
+        statuses, session, reused = [], None, None
+        for _ in range(2):
+            raw = socket.create_connection((host, int(port)), timeout=10)
+            tls = ctx.wrap_socket(raw, session=session)
+            tls.sendall(b"POST /internal/v1/introspect HTTP/1.1\r\nhost: x\r\n"
+                        b"content-type: application/x-www-form-urlencoded\r\n"
+                        b"content-length: 7\r\nconnection: close\r\n\r\ntoken=x")
+            data = b""
+            while chunk := tls.recv(4096):
+                data += chunk
+            statuses.append(int(data.split(b" ", 2)[1]))
+            # TLS 1.3 tickets arrive after the handshake: read, then take it.
+            session, reused = tls.session, tls.session_reused
+            tls.close()
+        print(json.dumps({"first": statuses[0], "second": statuses[1], "reused": reused,
+                          "ticket_offered": session is not None and session.has_ticket}))
         return 0
     if cmd == "stream":
         sock, bundle, host, port, seconds = sys.argv[2:7]

@@ -248,6 +248,22 @@ async fn independent_clients_reach_introspect_with_an_allowed_id_and_are_refused
         true,
         "{out}"
     );
+    // No session resumption: a second connection offering the first's
+    // session gets a full handshake (its certificate verified again).
+    let out = Command::new(python())
+        .arg(script())
+        .args(["resume", &pem.path("svid.pem"), &pem.path("key.pem"), &bundle])
+        .args([addr.ip().to_string(), addr.port().to_string()])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let resumed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        resumed,
+        json!({"first": 200, "second": 200, "reused": false, "ticket_offered": false}),
+        "no ticket is issued and nothing is resumed"
+    );
 
     // Valid SVIDs of the trust domain whose IDs are not allowed, and one
     // from another trust domain's CA: refused at the handshake.
