@@ -49,14 +49,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let Ok(tls) = acceptor.accept(stream).await else {
                 return;
             };
-            let _ = hyper_util::server::conn::auto::Builder::new(
-                hyper_util::rt::TokioExecutor::new(),
-            )
-            .serve_connection(
-                hyper_util::rt::TokioIo::new(tls),
-                hyper_util::service::TowerToHyperService::new(router),
-            )
-            .await;
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(tls),
+                        hyper_util::service::TowerToHyperService::new(router),
+                    )
+                    .await;
         });
     }
 }

@@ -252,12 +252,21 @@ async fn independent_clients_reach_introspect_with_an_allowed_id_and_are_refused
     // session gets a full handshake (its certificate verified again).
     let out = Command::new(python())
         .arg(script())
-        .args(["resume", &pem.path("svid.pem"), &pem.path("key.pem"), &bundle])
+        .args([
+            "resume",
+            &pem.path("svid.pem"),
+            &pem.path("key.pem"),
+            &bundle,
+        ])
         .args([addr.ip().to_string(), addr.port().to_string()])
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let resumed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         resumed,
