@@ -15,6 +15,8 @@
 #                         (at least 1h; precinct pre-publishes each new version
 #                         and retires the old one after the longest token
 #                         lifetime: docs/auth.md)
+#   AUDIT_SIGNING_KEY / AUDIT_CHECKPOINT_KV_PATH  [precinct-audit / audit/checkpoint]
+#                         the audit checkpoints' Transit key and KV copy
 #   DB_USERNAME_TEMPLATE  names of the dynamic roles   [OpenBao's default, v-…]
 #                         (tests put a tag in it to find and drop their roles)
 # See docs/rotation.md for why these lifetimes go together.
@@ -46,6 +48,14 @@ SIGNING_KEY="${AUTH_SIGNING_KEY:-precinct-access-token}"
 "$BAO" write "$TRANSIT_MOUNT/keys/$SIGNING_KEY/config" \
   auto_rotate_period="${TRANSIT_AUTO_ROTATE_PERIOD:-720h}" >/dev/null
 
+# Audit checkpoints are signed here (docs/audit.md): a key of their own, not
+# rotated automatically (every version must keep verifying old checkpoints;
+# a manual rotation is fine, never set min_decryption_version on it).
+AUDIT_KEY="${AUDIT_SIGNING_KEY:-precinct-audit}"
+AUDIT_KV_PATH="${AUDIT_CHECKPOINT_KV_PATH:-audit/checkpoint}"
+"$BAO" read "$TRANSIT_MOUNT/keys/$AUDIT_KEY" >/dev/null 2>&1 \
+  || "$BAO" write -f "$TRANSIT_MOUNT/keys/$AUDIT_KEY" type=ecdsa-p256 >/dev/null
+
 # The issuer OpenBao trusts: SPIRE's OIDC discovery provider (or the dev agent).
 "$BAO" write -force "auth/$JWT_MOUNT/config" \
   oidc_discovery_url="$OIDC_DISCOVERY_URL" bound_issuer="$OIDC_DISCOVERY_URL" >/dev/null
@@ -64,6 +74,9 @@ path "$KV_MOUNT/metadata/github/*" { capabilities = ["read", "delete"] }
 path "$TRANSIT_MOUNT/sign/$SIGNING_KEY" { capabilities = ["update"] }
 path "$TRANSIT_MOUNT/sign/$SIGNING_KEY/*" { capabilities = ["update"] }
 path "$TRANSIT_MOUNT/keys/$SIGNING_KEY" { capabilities = ["read"] }
+path "$TRANSIT_MOUNT/sign/$AUDIT_KEY" { capabilities = ["update"] }
+path "$TRANSIT_MOUNT/keys/$AUDIT_KEY" { capabilities = ["read"] }
+path "$KV_MOUNT/data/$AUDIT_KV_PATH" { capabilities = ["create", "read", "update"] }
 POLICY
 
 "$BAO" write "auth/$JWT_MOUNT/role/$JWT_ROLE" \

@@ -9,7 +9,8 @@
 --                            create and drop dynamic roles (its password is set
 --                            by the caller, never here).
 -- Dynamic roles (created by OpenBao, see scripts/configure-openbao.sh):
---   runtime  IN ROLE precinct_app    → SELECT/INSERT/UPDATE/DELETE, no DDL
+--   runtime  IN ROLE precinct_app    → per-table, per-column DML under row-level
+--                                      security; audit_log INSERT only; no DDL
 --   migrate  IN ROLE precinct_owner  → runs migrations after SET ROLE precinct_owner
 
 -- Bootstraps of several databases may run at once (tests): one transaction,
@@ -51,14 +52,16 @@ ALTER SCHEMA precinct OWNER TO precinct_owner;
 REVOKE ALL ON SCHEMA precinct FROM PUBLIC;
 GRANT USAGE ON SCHEMA precinct TO precinct_app;
 
--- Tables the owner creates later are usable by the app role, DML only.
+-- No blanket grants: each migration grants the runtime role exactly what
+-- each table needs (sql/migrations/20261201000002_assume_breach.sql), and
+-- running this bootstrap again never widens them. Default privileges that
+-- earlier versions of this file set are withdrawn.
 ALTER DEFAULT PRIVILEGES FOR ROLE precinct_owner IN SCHEMA precinct
-  GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO precinct_app;
+  REVOKE ALL ON TABLES FROM precinct_app;
 ALTER DEFAULT PRIVILEGES FOR ROLE precinct_owner IN SCHEMA precinct
-  GRANT USAGE, SELECT ON SEQUENCES TO precinct_app;
+  REVOKE ALL ON SEQUENCES FROM precinct_app;
 ALTER DEFAULT PRIVILEGES FOR ROLE precinct_owner IN SCHEMA precinct
-  GRANT EXECUTE ON FUNCTIONS TO precinct_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA precinct TO precinct_app;
-GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA precinct TO precinct_app;
+  REVOKE ALL ON FUNCTIONS FROM precinct_app;
+ALTER DEFAULT PRIVILEGES FOR ROLE precinct_owner REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 
 COMMIT;

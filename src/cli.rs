@@ -24,6 +24,11 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations (identity → OpenBao migrate role) and exit.
     Migrate,
+    /// The audit trail: `precinct audit verify` checks its hash chain and signed checkpoints.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Write the OpenBao configuration script and the database bootstrap this build expects into DIR.
     BootstrapFiles {
         /// Directory to write configure-openbao.sh, bootstrap-db.sh and bootstrap.sql into.
@@ -34,6 +39,14 @@ pub enum Command {
     /// Run the development SPIFFE Workload API (local development and tests only: it attests nothing).
     #[cfg(feature = "dev-agent")]
     DevAgent(DevAgentArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the audit log's hash chain and checkpoints (identity → OpenBao → the migrate role):
+    /// prints "ok: N rows, M checkpoints" and exits 0, or names the first row deleted, altered or
+    /// inserted and exits 1 (2: it could not be checked).
+    Verify,
 }
 
 #[cfg(feature = "dev-agent")]

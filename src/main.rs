@@ -2,7 +2,7 @@ use anyhow::Context;
 use clap::Parser;
 use precinct::{
     Application, Config,
-    cli::{Cli, Command},
+    cli::{AuditCommand, Cli, Command},
     telemetry, tls,
 };
 
@@ -20,6 +20,9 @@ async fn main() -> anyhow::Result<()> {
         #[cfg(feature = "dev-agent")]
         Command::DevAgent(args) => dev_agent(args).await,
         Command::Migrate => migrate().await,
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => audit_verify().await,
         Command::InternalCheck(args) => precinct::internal_check::run(args).await,
         Command::BootstrapFiles { dir } => {
             for path in precinct::bootstrap::write_files(&dir)
@@ -68,6 +71,35 @@ async fn migrate() -> anyhow::Result<()> {
     let _ = client.revoke_self().await;
     result?;
     Ok(())
+}
+
+/// Exit 0: intact; 1: tampered (the first problem printed); 2: not checked.
+async fn audit_verify() -> anyhow::Result<()> {
+    let config = load_config();
+    telemetry::init(&config.log);
+    let Some(precinct::config::Backends { identity, bao, db }) = &config.backends else {
+        anyhow::bail!("SPIFFE_ENDPOINT_SOCKET is required to verify the audit log");
+    };
+    let identity = precinct::identity::Identity::connect(identity).await?;
+    let client = precinct::bao::BaoClient::login(bao, &identity).await?;
+    let result =
+        precinct::audit::verify::verify(&client, db, &config.auth.transit_mount, &config.audit)
+            .await;
+    let _ = client.revoke_self().await;
+    match result {
+        Ok(Ok(report)) => {
+            println!("{report}");
+            Ok(())
+        }
+        Ok(Err(problem)) => {
+            println!("audit log NOT intact: {problem}");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("precinct: could not verify the audit log: {e}");
+            std::process::exit(2);
+        }
+    }
 }
 
 async fn serve() -> anyhow::Result<()> {

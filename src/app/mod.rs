@@ -207,6 +207,7 @@ impl Application {
                 if let Some(tokens) = &tokens {
                     spawn_shared_state(&supervisor, &db, tokens);
                 }
+                spawn_audit(&supervisor, &db, &session, &config);
                 let bring_up = bring_up::BringUp::new(
                     backends,
                     &readiness,
@@ -465,6 +466,28 @@ fn spawn_shared_state(supervisor: &Supervisor, db: &Db, tokens: &TokenService) {
     );
 }
 
+/// The audit trail's upkeep: signed checkpoints of the chain, and a row
+/// per credential rotation.
+fn spawn_audit(supervisor: &Supervisor, db: &Db, session: &SessionWatch, config: &Config) {
+    let cancel = supervisor.cancel();
+    let checkpointer = crate::audit::checkpoint::Checkpointer::new(
+        db.clone(),
+        session.clone(),
+        config.auth.transit_mount.clone(),
+        config.audit.clone(),
+    );
+    supervisor.spawn(
+        "audit-checkpoints",
+        Lifetime::UntilCancelled,
+        crate::audit::checkpoint::run(checkpointer, cancel.clone()),
+    );
+    supervisor.spawn(
+        "audit-rotations",
+        Lifetime::UntilCancelled,
+        crate::audit::rotations::run(db.clone(), cancel.clone()),
+    );
+}
+
 /// Every module's metrics, and the exporter's upkeep and listener.
 async fn spawn_metrics(
     supervisor: &Supervisor,
@@ -482,6 +505,7 @@ async fn spawn_metrics(
             crate::identity::metrics::FAMILY,
             crate::bao::metrics::FAMILY,
             crate::db::metrics::FAMILY,
+            crate::audit::metrics::FAMILY,
             crate::auth::metrics::FAMILY,
             crate::github::metrics::FAMILY,
             crate::http::metrics::FAMILY,

@@ -12,22 +12,18 @@
 
 use std::{sync::Arc, time::Duration};
 
-use base64::{
-    Engine,
-    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
-};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
-use vaultrs::api::transit::{HashAlgorithm, MarshalingAlgorithm, requests::SignDataRequest};
 
 use super::{
     keys::{KeySet, SigningKeys},
     sessions::EndedSessions,
 };
-use crate::bao::{BaoError, SessionWatch};
+use crate::bao::SessionWatch;
 
 /// Claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,24 +187,15 @@ impl TokenService {
             .session
             .client()
             .ok_or_else(|| TokenError::Keys("OpenBao session not established yet".into()))?;
-        let endpoint = SignDataRequest::builder()
-            .mount(&self.settings.mount)
-            .name(&self.settings.key)
-            .input(STANDARD.encode(&signing_input))
-            .key_version(version)
-            .hash_algorithm(HashAlgorithm::Sha2_256)
-            .marshaling_algorithm(MarshalingAlgorithm::Jws)
-            .build()
-            .map_err(|e| TokenError::Keys(e.to_string()))?;
-        let signed = crate::bao::traced::data(client.vault(), "transit sign", endpoint)
-            .await
-            .map_err(|e| TokenError::Keys(BaoError::from_client("transit sign", e).to_string()))?;
-        // "vault:v<N>:<base64url r||s>"
-        let signature = signed
-            .signature
-            .rsplit(':')
-            .next()
-            .ok_or_else(|| TokenError::Keys("unexpected transit signature format".into()))?;
+        let (_, signature) = crate::bao::transit::sign(
+            client.vault(),
+            &self.settings.mount,
+            &self.settings.key,
+            Some(version),
+            signing_input.as_bytes(),
+        )
+        .await
+        .map_err(|e| TokenError::Keys(e.to_string()))?;
         Ok(format!("{signing_input}.{signature}"))
     }
 
@@ -310,7 +297,8 @@ mod tests {
     use time::OffsetDateTime;
 
     use super::*;
-    use crate::auth::keys::{KeySet, PublicKey, Rules, ec_point_from_spki_pem, schedule};
+    use crate::auth::keys::{KeySet, PublicKey, Rules, schedule};
+    use crate::bao::transit::ec_point_from_spki_pem;
 
     // A throwaway P-256 key for these tests only.
     const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----

@@ -28,7 +28,7 @@ use crate::{
     audit::{self, RequestMeta},
     config::AuthConfig,
     db::{
-        Db, DbError, PoolRef, Retryable,
+        Db, DbError, PoolRef, Retryable, act_for,
         limits::{Limits, Take, Verdict},
         retry_once,
     },
@@ -183,33 +183,23 @@ impl AuthService {
         meta: &RequestMeta,
     ) -> Result<Option<Arc<AccessClaims>>, AuthError> {
         let pool = self.db.pool().await?;
-        let live = match &claims {
-            Some(c) => sqlx::query_scalar::<_, bool>(
-                "select exists(select 1 from refresh_families f join users u on u.id = f.user_id \
-                 where f.id = $1 and f.user_id = $2 and f.revoked_at is null)",
+        // One statement: the session check and its audit row (which must
+        // land: an unaudited answer is a 503).
+        let live: bool = sqlx::query_scalar("select introspect($1, $2, $3, $4::inet, $5, $6)")
+            .bind(claims.as_ref().map(|c| c.sub))
+            .bind(claims.as_ref().map(|c| c.sid))
+            .bind(caller)
+            .bind(meta.client_ip.to_string())
+            .bind(
+                meta.user_agent
+                    .as_deref()
+                    .map(|ua| audit::truncate(ua, audit::USER_AGENT_MAX)),
             )
-            .bind(c.sid)
-            .bind(c.sub)
+            .bind(meta.request_id.as_deref())
             .fetch_one(&*pool)
             .await
-            .map_err(|e| pool.error(e))?,
-            None => false,
-        };
-        let active = claims.filter(|_| live);
-        audit::record(
-            &*pool,
-            "internal_introspect",
-            if active.is_some() {
-                "active"
-            } else {
-                "inactive"
-            },
-            active.as_ref().map(|c| c.sub),
-            meta,
-            json!({"caller": caller}),
-        )
-        .await;
-        Ok(active)
+            .map_err(|e| pool.error(e))?;
+        Ok(claims.filter(|_| live))
     }
 
     /// A user's public profile (id, username, creation), for an internal
@@ -222,21 +212,17 @@ impl AuthService {
     ) -> Result<Option<User>, AuthError> {
         retry_once(|| async {
             let pool = self.db.pool().await?;
-            let row =
-                sqlx::query("select id, username, email, created_at from users where id = $1")
-                    .bind(id)
-                    .fetch_optional(&*pool)
-                    .await
-                    .map_err(|e| pool.error(e))?;
-            audit::record(
-                &*pool,
-                "internal_user",
-                if row.is_some() { "found" } else { "not_found" },
-                row.as_ref().map(|_| id),
-                meta,
-                json!({"caller": caller}),
+            let row = sqlx::query(
+                "select id, username, email, created_at from internal_user($1, $2, $3::inet, $4, $5)",
             )
-            .await;
+            .bind(id)
+            .bind(caller)
+            .bind(meta.client_ip.to_string())
+            .bind(meta.user_agent.as_deref().map(|ua| audit::truncate(ua, audit::USER_AGENT_MAX)))
+            .bind(meta.request_id.as_deref())
+            .fetch_optional(&*pool)
+            .await
+            .map_err(|e| pool.error(e))?;
             Ok(row.map(|r| User {
                 id: r.get("id"),
                 username: r.get("username"),
@@ -261,7 +247,7 @@ impl AuthService {
         meta: &RequestMeta,
     ) -> AuthError {
         if let Ok(pool) = self.db.pool().await {
-            audit::record(
+            audit::record_best_effort(
                 &*pool,
                 event,
                 "failure",
@@ -305,29 +291,32 @@ impl AuthService {
     ) -> Result<User, AuthError> {
         let pool = self.db.pool().await?;
         let id = Uuid::now_v7();
-        let row = sqlx::query(
-            "insert into users (id, username, email, password_hash) values ($1, $2, $3, $4) \
-             on conflict do nothing returning created_at",
-        )
-        .bind(id)
-        .bind(username)
-        .bind(email)
-        .bind(hash)
-        .fetch_optional(&*pool)
-        .await
-        // One statement, committed on its own: a lost connection leaves the
-        // outcome unknown (503, not retried).
-        .map_err(|e| pool.commit_error(e))?;
-        let Some(row) = row else {
-            audit::record(&*pool, "register", "conflict", None, meta, json!({})).await;
+        let mut tx = pool.begin().await.map_err(|e| pool.error(e))?;
+        let created: Option<OffsetDateTime> =
+            sqlx::query_scalar("select register_user($1, $2, $3, $4)")
+                .bind(id)
+                .bind(username)
+                .bind(email)
+                .bind(hash)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| pool.error(e))?;
+        let Some(created_at) = created else {
+            drop(tx);
+            audit::record_best_effort(&*pool, "register", "conflict", None, meta, json!({})).await;
             return Err(AuthError::AccountExists);
         };
-        audit::record(&*pool, "register", "success", Some(id), meta, json!({})).await;
+        // An account nobody could trace is not created (docs/audit.md).
+        audit::record(&mut *tx, "register", "success", Some(id), meta, json!({}))
+            .await
+            .map_err(|e| pool.error(e))?;
+        // A commit lost midway leaves the outcome unknown (503, not retried).
+        tx.commit().await.map_err(|e| pool.commit_error(e))?;
         Ok(User {
             id,
             username: username.to_string(),
             email: email.to_string(),
-            created_at: row.get("created_at"),
+            created_at,
             github_configured: false,
         })
     }
@@ -382,13 +371,11 @@ impl AuthService {
         meta: &RequestMeta,
     ) -> Result<Tokens, AuthError> {
         let pool = self.db.pool().await?;
-        let user = sqlx::query(
-            "select id, username, password_hash from users where lower(username) = lower($1)",
-        )
-        .bind(username)
-        .fetch_optional(&*pool)
-        .await
-        .map_err(|e| pool.error(e))?;
+        let user = sqlx::query("select id, username, password_hash from login_lookup($1)")
+            .bind(username)
+            .fetch_optional(&*pool)
+            .await
+            .map_err(|e| pool.error(e))?;
         let stored: Option<String> = user.as_ref().map(|r| r.get("password_hash"));
         let verified = self.hasher.verify(password, stored.as_deref()).await?;
         let Some(user) = user.filter(|_| verified != Verified::No) else {
@@ -400,7 +387,7 @@ impl AuthService {
             // No username: a typo'd password pasted as the username would
             // otherwise land in the logs. The audit row keeps the user id.
             tracing::info!(event = "login_failed", reason, client_ip = %meta.client_ip, "login failed");
-            audit::record(
+            audit::record_best_effort(
                 &*pool,
                 "login",
                 "failure",
@@ -416,30 +403,33 @@ impl AuthService {
         if verified == Verified::YesRehash {
             // Transparent upgrade to Argon2id (from bcrypt or weaker params).
             let fresh = self.hasher.hash(password).await?;
-            sqlx::query("update users set password_hash = $1 where id = $2")
-                .bind(&fresh)
+            sqlx::query("select upgrade_password_hash($1, $2, $3)")
                 .bind(id)
+                .bind(stored.as_deref())
+                .bind(&fresh)
                 .execute(&*pool)
                 .await
                 .map_err(|e| pool.error(e))?;
             tracing::info!(user_id = %id, "password hash upgraded to Argon2id");
         }
-        let tokens = self.issue_new_family(&pool, id, &name).await?;
-        audit::record(&*pool, "login", "success", Some(id), meta, json!({})).await;
-        Ok(tokens)
+        self.issue_new_family(&pool, id, &name, meta).await
     }
 
     /// A login: a signed access token (Transit first: if OpenBao fails,
-    /// nothing is written) and the first refresh token of a new family.
+    /// nothing is written), the first refresh token of a new family and
+    /// the audit row, in one transaction: a login that cannot be audited
+    /// does not happen.
     async fn issue_new_family(
         &self,
         pool: &PoolRef,
         user_id: Uuid,
         username: &str,
+        meta: &RequestMeta,
     ) -> Result<Tokens, AuthError> {
         let family = Uuid::now_v7();
         let access_token = self.tokens.issue(user_id, username, family).await?;
         let mut tx = pool.begin().await.map_err(|e| pool.error(e))?;
+        act_for(&mut tx, user_id).await.map_err(|e| pool.error(e))?;
         sqlx::query("insert into refresh_families (id, user_id) values ($1, $2)")
             .bind(family)
             .bind(user_id)
@@ -447,6 +437,9 @@ impl AuthService {
             .await
             .map_err(|e| pool.error(e))?;
         let refresh = insert_refresh(&mut tx, user_id, family, self.refresh_ttl)
+            .await
+            .map_err(|e| pool.error(e))?;
+        audit::record(&mut *tx, "login", "success", Some(user_id), meta, json!({}))
             .await
             .map_err(|e| pool.error(e))?;
         tx.commit().await.map_err(|e| pool.commit_error(e))?;
@@ -484,12 +477,12 @@ impl AuthService {
         let pool = self.db.pool().await?;
         let hash = refresh_hash(token.expose_secret());
         let mut tx = pool.begin().await.map_err(|e| pool.error(e))?;
-        let Some((family, family_revoked)) = lock_family(&mut tx, &hash)
+        let Some(locked) = lock_family(&mut tx, &hash)
             .await
             .map_err(|e| pool.error(e))?
         else {
             drop(tx);
-            audit::record(
+            audit::record_best_effort(
                 &*pool,
                 "refresh",
                 "failure",
@@ -500,10 +493,15 @@ impl AuthService {
             .await;
             return Err(AuthError::RefreshInvalid);
         };
+        let Locked {
+            family,
+            user_id,
+            revoked: family_revoked,
+        } = locked;
         // A new statement after the lock: it sees what an earlier holder of
         // the lock committed (READ COMMITTED takes a snapshot per statement).
         let row = sqlx::query(
-            "select t.user_id, u.username, t.used_at is not null as used, \
+            "select u.username, t.used_at is not null as used, \
                     t.revoked_at is not null as revoked, t.expires_at <= now() as expired \
              from refresh_tokens t join users u on u.id = t.user_id where t.token_hash = $1",
         )
@@ -511,7 +509,6 @@ impl AuthService {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| pool.error(e))?;
-        let user_id: Uuid = row.get("user_id");
         if row.get::<bool, _>("used") {
             if !family_revoked {
                 revoke_family(&mut tx, family)
@@ -520,8 +517,13 @@ impl AuthService {
                 ::metrics::counter!(metrics::REFRESH_REUSE).increment(1);
                 tracing::warn!(event = "refresh_reuse_detected", user_id = %user_id, "refresh token reused: family revoked");
             }
-            audit::record(
-                &mut *tx,
+            tx.commit().await.map_err(|e| pool.commit_error(e))?;
+            self.tokens
+                .ended_sessions()
+                .end(family, OffsetDateTime::now_utc());
+            // After the commit: a revocation never waits on the trail.
+            audit::record_best_effort(
+                &*pool,
                 "refresh_reuse",
                 "family_revoked",
                 Some(user_id),
@@ -529,15 +531,11 @@ impl AuthService {
                 json!({}),
             )
             .await;
-            tx.commit().await.map_err(|e| pool.commit_error(e))?;
-            self.tokens
-                .ended_sessions()
-                .end(family, OffsetDateTime::now_utc());
             return Err(AuthError::RefreshReused);
         }
         if family_revoked || row.get::<bool, _>("revoked") || row.get::<bool, _>("expired") {
             drop(tx);
-            audit::record(
+            audit::record_best_effort(
                 &*pool,
                 "refresh",
                 "failure",
@@ -567,7 +565,8 @@ impl AuthService {
             meta,
             json!({}),
         )
-        .await;
+        .await
+        .map_err(|e| pool.error(e))?;
         tx.commit().await.map_err(|e| pool.commit_error(e))?;
         Ok(self.tokens_of(access_token, refresh))
     }
@@ -581,36 +580,26 @@ impl AuthService {
         let pool = self.db.pool().await?;
         let hash = refresh_hash(token.expose_secret());
         let mut tx = pool.begin().await.map_err(|e| pool.error(e))?;
-        let Some((family, _)) = lock_family(&mut tx, &hash)
+        let Some(Locked {
+            family, user_id, ..
+        }) = lock_family(&mut tx, &hash)
             .await
             .map_err(|e| pool.error(e))?
         else {
             return Err(AuthError::RefreshInvalid);
         };
-        let user_id: Uuid =
-            sqlx::query_scalar("select user_id from refresh_families where id = $1")
-                .bind(family)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| pool.error(e))?;
         revoke_family(&mut tx, family)
             .await
             .map_err(|e| pool.error(e))?;
-        audit::record(
-            &mut *tx,
-            "logout",
-            "success",
-            Some(user_id),
-            meta,
-            json!({}),
-        )
-        .await;
         tx.commit().await.map_err(|e| pool.commit_error(e))?;
         // This replica refuses the session's access tokens at once; the
         // trigger's notification tells every other one.
         self.tokens
             .ended_sessions()
             .end(family, OffsetDateTime::now_utc());
+        // After the commit: a logout never waits on the trail.
+        audit::record_best_effort(&*pool, "logout", "success", Some(user_id), meta, json!({}))
+            .await;
         Ok(())
     }
 
@@ -623,20 +612,14 @@ impl AuthService {
 
     async fn me_once(&self, user_id: Uuid, sid: Uuid) -> Result<User, AuthError> {
         let pool = self.db.pool().await?;
-        let row = sqlx::query(
-            // Joins on primary keys (at most one row each): about 20%
-            // cheaper for PostgreSQL than EXISTS subplans.
-            "select u.id, u.username, u.email, u.created_at, g.user_id is not null as github \
-             from users u \
-             join refresh_families f on f.id = $2 and f.user_id = u.id and f.revoked_at is null \
-             left join github_integrations g on g.user_id = u.id and g.token_status = 'valid' \
-             where u.id = $1",
-        )
-        .bind(user_id)
-        .bind(sid)
-        .fetch_optional(&*pool)
-        .await
-        .map_err(|e| pool.error(e))?;
+        // One round trip: me() acts for the user (row-level security) and
+        // reads the profile of the live session.
+        let row = sqlx::query("select id, username, email, created_at, github from me($1, $2)")
+            .bind(user_id)
+            .bind(sid)
+            .fetch_optional(&*pool)
+            .await
+            .map_err(|e| pool.error(e))?;
         row.map(|r| User {
             id: r.get("id"),
             username: r.get("username"),
@@ -668,28 +651,39 @@ async fn insert_refresh(
     Ok(refresh)
 }
 
-/// Locks the family of the token with `hash` for the rest of `tx` and
-/// returns its id and whether it is revoked, or None for a token nobody
+/// A presented refresh token's family, locked.
+struct Locked {
+    family: Uuid,
+    user_id: Uuid,
+    revoked: bool,
+}
+
+/// Locks the family of the token with `hash` for the rest of `tx`, which
+/// then acts for its user (refresh_lookup), or None for a token nobody
 /// issued.
 async fn lock_family(
     tx: &mut sqlx::PgConnection,
     hash: &[u8],
-) -> Result<Option<(Uuid, bool)>, sqlx::Error> {
-    let family: Option<Uuid> =
-        sqlx::query_scalar("select family_id from refresh_tokens where token_hash = $1")
+) -> Result<Option<Locked>, sqlx::Error> {
+    let (family, user_id): (Option<Uuid>, Option<Uuid>) =
+        sqlx::query_as("select family_id, user_id from refresh_lookup($1)")
             .bind(hash)
-            .fetch_optional(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
-    let Some(family) = family else {
+    let (Some(family), Some(user_id)) = (family, user_id) else {
         return Ok(None);
     };
-    let revoked: bool = sqlx::query_scalar(
+    let revoked: Option<bool> = sqlx::query_scalar(
         "select revoked_at is not null from refresh_families where id = $1 for update",
     )
     .bind(family)
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(Some((family, revoked)))
+    Ok(revoked.map(|revoked| Locked {
+        family,
+        user_id,
+        revoked,
+    }))
 }
 
 /// Under the family's lock: the family and every token of it.

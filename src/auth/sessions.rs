@@ -150,13 +150,11 @@ pub async fn run(
 /// Adds the announced sessions that really ended (revoked, or gone).
 async fn confirm(ended: &EndedSessions, db: &Db, ids: &[Uuid]) -> Result<(), DbError> {
     let pool = db.pool().await?;
-    let live: Vec<Uuid> = sqlx::query_scalar(
-        "select id from refresh_families where id = any($1) and revoked_at is null",
-    )
-    .bind(ids)
-    .fetch_all(&*pool)
-    .await
-    .map_err(|e| pool.error(e))?;
+    let live: Vec<Uuid> = sqlx::query_scalar("select live_sessions($1)")
+        .bind(ids)
+        .fetch_all(&*pool)
+        .await
+        .map_err(|e| pool.error(e))?;
     let now = OffsetDateTime::now_utc();
     for id in ids.iter().filter(|id| !live.contains(id)) {
         ended.end(*id, now);
@@ -167,14 +165,12 @@ async fn confirm(ended: &EndedSessions, db: &Db, ids: &[Uuid]) -> Result<(), DbE
 /// Every session that ended within the window, from the table.
 async fn load(ended: &EndedSessions, db: &Db) -> Result<usize, DbError> {
     let pool = db.pool().await?;
-    let rows: Vec<(Uuid, OffsetDateTime)> = sqlx::query_as(
-        "select id, revoked_at from refresh_families \
-         where revoked_at > now() - make_interval(secs => $1)",
-    )
-    .bind(ended.window.as_secs_f64())
-    .fetch_all(&*pool)
-    .await
-    .map_err(|e| pool.error(e))?;
+    let rows: Vec<(Uuid, OffsetDateTime)> =
+        sqlx::query_as("select id, revoked_at from ended_sessions($1)")
+            .bind(ended.window.as_secs_f64())
+            .fetch_all(&*pool)
+            .await
+            .map_err(|e| pool.error(e))?;
     for (id, at) in &rows {
         ended.end(*id, *at);
     }

@@ -9,6 +9,7 @@ mod endpoints;
 pub mod metrics;
 mod session;
 pub mod traced;
+pub mod transit;
 
 use std::time::Duration;
 

@@ -4,6 +4,7 @@
 //! that keeps `docs/configuration.md` in sync asks it for that list instead of
 //! trusting a hand-kept one.
 
+mod audit;
 mod auth;
 mod bao;
 mod db;
@@ -18,6 +19,7 @@ mod vars;
 
 use std::collections::BTreeSet;
 
+pub use audit::AuditConfig;
 pub use auth::AuthConfig;
 pub use bao::BaoConfig;
 pub use db::DbConfig;
@@ -53,6 +55,7 @@ pub struct Config {
     /// surface runs alone, without identity or anything that needs it.
     pub backends: Option<Backends>,
     pub auth: AuthConfig,
+    pub audit: AuditConfig,
     pub github: GithubConfig,
     pub tasks: TasksConfig,
     /// The internal mutual-TLS API; `None` when `INTERNAL_ADDR` is unset.
@@ -86,6 +89,7 @@ impl Config {
         let bao = bao::parse(v, env, allow_insecure, identity.as_ref())?;
         let db = db::parse(v, env)?;
         let auth = auth::parse(v)?;
+        let audit = audit::parse(v)?;
         let github = github::parse(v, env, allow_insecure)?;
         let tasks = tasks::parse(v, &db, &bao)?;
         let internal = internal::parse(v)?;
@@ -104,6 +108,7 @@ impl Config {
             log,
             backends,
             auth,
+            audit,
             github,
             tasks,
             internal,

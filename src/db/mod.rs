@@ -29,7 +29,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 pub use generation::{Generation, GenerationInfo, connect_options};
-pub use migrate::{MIGRATOR, migrate};
+pub use migrate::{MIGRATOR, migrate, owner_pool, release as release_owner_pool};
 pub use plan::{Renewal, Trigger};
 pub use rotation::{Leftover, engine};
 
@@ -368,6 +368,17 @@ impl Db {
 /// 28P01 invalid_password, 28000 invalid_authorization_specification (role
 /// cannot log in), 42704 undefined_object (role does not exist), and the
 /// "invalid role OID" a dropped role's surviving session reports.
+/// The rest of the transaction on `conn` acts for `user`: row-level
+/// security shows it that user's rows only (`set_user`, transaction-local;
+/// see sql/migrations/20261201000002_assume_breach.sql).
+pub async fn act_for(conn: &mut sqlx::PgConnection, user: uuid::Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("select set_user($1)")
+        .bind(user)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 pub fn role_is_invalid(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {

@@ -19,7 +19,7 @@ use crate::{
     bao::{BaoError, SessionClient, SessionWatch},
     config::GithubConfig,
     db::{
-        Db, DbError,
+        Db, DbError, act_for,
         limits::{Limits, Take, Verdict},
     },
     ratelimit::Quota,
@@ -222,7 +222,7 @@ impl GithubService {
             Ok(u) => u,
             Err(UpstreamError::Unauthorized) => {
                 let pool = self.db.pool().await?;
-                audit::record(
+                audit::record_best_effort(
                     &*pool,
                     "github_configure",
                     "failure",
@@ -248,6 +248,10 @@ impl GithubService {
             .await?;
         self.purge(user);
         let pool = self.db.pool().await?;
+        // The row and its audit row commit together: a token nobody could
+        // trace is not configured (docs/audit.md).
+        let mut tx = pool.begin().await.map_err(|e| pool.error(e))?;
+        act_for(&mut tx, user).await.map_err(|e| pool.error(e))?;
         sqlx::query(
             "insert into github_integrations (user_id, github_login, scopes, token_status, configured_at) \
              values ($1, $2, $3, 'valid', now()) \
@@ -257,37 +261,43 @@ impl GithubService {
         .bind(user)
         .bind(&login)
         .bind(&scopes)
-        .execute(&*pool)
+        .execute(&mut *tx)
         .await
-        .map_err(|e| pool.commit_error(e))?;
+        .map_err(|e| pool.error(e))?;
         audit::record(
-            &*pool,
+            &mut *tx,
             "github_configure",
             "success",
             Some(user),
             meta,
             json!({"github_login": login}),
         )
-        .await;
+        .await
+        .map_err(|e| pool.error(e))?;
+        tx.commit().await.map_err(|e| pool.commit_error(e))?;
         Ok(Configured { login, scopes })
     }
 
     /// Forgets the token (every KV version and its metadata) and the row.
     pub async fn delete(&self, user: Uuid, meta: &RequestMeta) -> Result<(), GithubError> {
         let pool = self.db.pool().await?;
+        let mut tx = pool.begin().await.map_err(|e| pool.error(e))?;
+        act_for(&mut tx, user).await.map_err(|e| pool.error(e))?;
         let existed = sqlx::query("delete from github_integrations where user_id = $1")
             .bind(user)
-            .execute(&*pool)
+            .execute(&mut *tx)
             .await
-            .map_err(|e| pool.commit_error(e))?
+            .map_err(|e| pool.error(e))?
             .rows_affected()
             > 0;
+        tx.commit().await.map_err(|e| pool.commit_error(e))?;
         self.session()?.kv_delete(&self.kv_path(user)).await?;
         self.purge(user);
         if !existed {
             return Err(GithubError::NotConfigured);
         }
-        audit::record(
+        // Removing access never waits on the trail.
+        audit::record_best_effort(
             &*pool,
             "github_delete",
             "success",
@@ -356,13 +366,21 @@ impl GithubService {
 
     async fn mark_invalid(&self, user: Uuid, meta: &RequestMeta) {
         if let Ok(pool) = self.db.pool().await {
-            let _ = sqlx::query(
-                "update github_integrations set token_status = 'invalid' where user_id = $1",
-            )
-            .bind(user)
-            .execute(&*pool)
-            .await;
-            audit::record(
+            let marked = async {
+                let mut tx = pool.begin().await?;
+                act_for(&mut tx, user).await?;
+                sqlx::query(
+                    "update github_integrations set token_status = 'invalid' where user_id = $1",
+                )
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await
+            };
+            if let Err(e) = marked.await {
+                tracing::warn!(error = %e, "could not mark a GitHub token invalid");
+            }
+            audit::record_best_effort(
                 &*pool,
                 "github_token_invalid",
                 "detected",
@@ -377,12 +395,11 @@ impl GithubService {
 
     async fn touch(&self, user: Uuid) {
         if let Ok(pool) = self.db.pool().await {
-            let _ = sqlx::query(
-                "update github_integrations set last_accessed_at = now() where user_id = $1",
-            )
-            .bind(user)
-            .execute(&*pool)
-            .await;
+            // One round trip: github_touch acts for the user and updates.
+            let _ = sqlx::query("select github_touch($1)")
+                .bind(user)
+                .execute(&*pool)
+                .await;
         }
     }
 

@@ -21,21 +21,19 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use base64::{
-    Engine,
-    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
-};
 use jsonwebtoken::DecodingKey;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use vaultrs::api::transit::responses::ReadKeyData;
 
 pub use schedule::{FetchHistory, Plan, Rules, Schedule, next_fetch};
 
 use crate::{
-    bao::{BaoError, SessionWatch},
+    bao::{
+        SessionWatch,
+        transit::{self, TransitError},
+    },
     readiness::Check,
 };
 
@@ -191,22 +189,16 @@ impl KeySource {
     /// Every version's public key and creation time, from Transit.
     pub async fn fetch(&self) -> Result<BTreeMap<u64, PublicKey>, KeyFetchError> {
         let client = self.session.ready().await;
-        let key = vaultrs::transit::key::read(client.vault(), &self.mount, &self.key)
+        let versions = transit::public_keys(client.vault(), &self.mount, &self.key)
             .await
-            .map_err(|e| {
-                KeyFetchError::Bao(BaoError::from_client("transit key read", e).to_string())
+            .map_err(|e| match e {
+                TransitError::NotP256(k) => KeyFetchError::NotP256(k),
+                e => KeyFetchError::Bao(e.to_string()),
             })?;
-        let ReadKeyData::Asymmetric(entries) = key.keys else {
-            return Err(KeyFetchError::NotP256(self.key.clone()));
-        };
         let mut keys = BTreeMap::new();
-        for (version, entry) in &entries {
-            let Ok(version) = version.parse::<u64>() else {
-                continue;
-            };
-            let not_p256 = || KeyFetchError::NotP256(self.key.clone());
-            let (x, y) = ec_point_from_spki_pem(&entry.public_key).ok_or_else(not_p256)?;
-            let decoding = DecodingKey::from_ec_components(&x, &y).map_err(|_| not_p256())?;
+        for (version, entry) in versions {
+            let decoding = DecodingKey::from_ec_components(&entry.x, &entry.y)
+                .map_err(|_| KeyFetchError::NotP256(self.key.clone()))?;
             let created = OffsetDateTime::parse(
                 &entry.creation_time,
                 &time::format_description::well_known::Rfc3339,
@@ -220,8 +212,8 @@ impl KeySource {
             keys.insert(
                 version,
                 PublicKey {
-                    x,
-                    y,
+                    x: entry.x,
+                    y: entry.y,
                     decoding,
                     created,
                 },
@@ -400,38 +392,10 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// x and y (base64url) of a P-256 SubjectPublicKeyInfo PEM, parsed as DER:
-/// the algorithm must be id-ecPublicKey on prime256v1 and the key an
-/// uncompressed point (0x04 || x || y).
-pub(crate) fn ec_point_from_spki_pem(pem: &str) -> Option<(String, String)> {
-    use x509_parser::{
-        oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY},
-        prelude::FromDer,
-        x509::SubjectPublicKeyInfo,
-    };
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = STANDARD.decode(body).ok()?;
-    let (rest, spki) = SubjectPublicKeyInfo::from_der(&der).ok()?;
-    let curve = spki.algorithm.parameters.as_ref()?.as_oid().ok()?;
-    if !rest.is_empty()
-        || spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY
-        || curve != OID_EC_P256
-    {
-        return None;
-    }
-    let point: &[u8] = &spki.subject_public_key.data;
-    if point.len() != 65 || point[0] != 4 {
-        return None;
-    }
-    Some((
-        URL_SAFE_NO_PAD.encode(&point[1..33]),
-        URL_SAFE_NO_PAD.encode(&point[33..]),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bao::transit::ec_point_from_spki_pem;
 
     #[test]
     fn a_burst_of_demands_is_one_notification() {
