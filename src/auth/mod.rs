@@ -198,7 +198,7 @@ impl AuthService {
             .bind(meta.request_id.as_deref())
             .fetch_one(&*pool)
             .await
-            .map_err(|e| pool.error(e))?;
+            .map_err(|e| pool.unaudited(e))?;
         Ok(claims.filter(|_| live))
     }
 
@@ -222,7 +222,7 @@ impl AuthService {
             .bind(meta.request_id.as_deref())
             .fetch_optional(&*pool)
             .await
-            .map_err(|e| pool.error(e))?;
+            .map_err(|e| pool.unaudited(e))?;
             Ok(row.map(|r| User {
                 id: r.get("id"),
                 username: r.get("username"),
@@ -309,7 +309,7 @@ impl AuthService {
         // An account nobody could trace is not created (docs/audit.md).
         audit::record(&mut *tx, "register", "success", Some(id), meta, json!({}))
             .await
-            .map_err(|e| pool.error(e))?;
+            .map_err(|e| pool.unaudited(e))?;
         // A commit lost midway leaves the outcome unknown (503, not retried).
         tx.commit().await.map_err(|e| pool.commit_error(e))?;
         Ok(User {
@@ -441,7 +441,7 @@ impl AuthService {
             .map_err(|e| pool.error(e))?;
         audit::record(&mut *tx, "login", "success", Some(user_id), meta, json!({}))
             .await
-            .map_err(|e| pool.error(e))?;
+            .map_err(|e| pool.unaudited(e))?;
         tx.commit().await.map_err(|e| pool.commit_error(e))?;
         Ok(self.tokens_of(access_token, refresh))
     }
@@ -566,7 +566,7 @@ impl AuthService {
             json!({}),
         )
         .await
-        .map_err(|e| pool.error(e))?;
+        .map_err(|e| pool.unaudited(e))?;
         tx.commit().await.map_err(|e| pool.commit_error(e))?;
         Ok(self.tokens_of(access_token, refresh))
     }

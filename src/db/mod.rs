@@ -214,6 +214,18 @@ impl PoolRef {
         self.classify(e, false)
     }
 
+    /// Classifies an error of a statement that writes an audit row the
+    /// change depends on: a row the trail refuses is a 503 (retryable),
+    /// never a 500 (docs/audit.md, "When the trail cannot be written").
+    pub fn unaudited(&self, e: sqlx::Error) -> DbError {
+        match self.error(e) {
+            DbError::Query(e) => {
+                DbError::Unavailable(format!("the audit trail refused a row: {e}"))
+            }
+            other => other,
+        }
+    }
+
     /// Classifies an error of a commit, or of a statement that commits on
     /// its own: after a lost connection the outcome is unknown, so it is
     /// not retried (503).

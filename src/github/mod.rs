@@ -273,7 +273,7 @@ impl GithubService {
             json!({"github_login": login}),
         )
         .await
-        .map_err(|e| pool.error(e))?;
+        .map_err(|e| pool.unaudited(e))?;
         tx.commit().await.map_err(|e| pool.commit_error(e))?;
         Ok(Configured { login, scopes })
     }

@@ -15,6 +15,7 @@ mod binary;
 mod bootstrap;
 mod cluster_scripts;
 mod configuration_docs;
+mod data_layer;
 mod dev_script;
 mod github;
 mod harness_cleanup;
