@@ -13,6 +13,10 @@
 #      instance with the default limits): a refusal must cost less than a
 #      login.
 #   3. /api/v1/health p99 alone and during a login flood.
+#   4. the audit chain's cost (docs/audit.md): pgbench, 8 clients, the row a
+#      login writes, into the chained audit_log and into an unchained copy
+#      of it (same columns and indexes, no trigger), BENCH_ROUNDS
+#      interleaved rounds; the difference per row beside a login's latency.
 #   BENCH_DURATION (s, default 8)  BENCH_ROUNDS (default 3)
 #   CEILING_DIR (default ../shared/bench/ceiling)
 set -euo pipefail
@@ -139,4 +143,43 @@ PY
 wrk_summary "GET /api/v1/health (idle, 4 conns)" "$DEV_DIR/health.txt"
 wrk_summary "GET /api/v1/health (login flood)" "$DEV_DIR/health-flood.txt"
 wrk_summary "  the flood itself (logins)" "$DEV_DIR/flood.txt"
+
+PGBENCH="$(ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -n1 || true)"
+if [ -z "$PGBENCH" ]; then
+  echo "AUDIT CHAIN: pgbench not found (Debian's postgresql package ships it): not measured"
+  exit "$ratios"
+fi
+DB_URL="postgres://$PG_ADMIN_USER:$PG_ADMIN_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME"
+psql -q "$DB_URL" -c "drop table if exists public.bench_audit_unchained" \
+  -c "create table public.bench_audit_unchained (like precinct.audit_log including all)"
+row="(event, outcome, user_id, client_ip, user_agent, request_id, detail) values \
+('login', 'success', gen_random_uuid(), '127.0.0.1', 'wrk/4.2', gen_random_uuid()::text, '{}')"
+echo "insert into precinct.audit_log $row;" >"$DEV_DIR/audit-chained.sql"
+echo "insert into public.bench_audit_unchained $row;" >"$DEV_DIR/audit-plain.sql"
+for round in $(seq 1 "$ROUNDS"); do
+  order=(chained plain)
+  [ $((round % 2)) = 0 ] && order=(plain chained)
+  log "round $round/$ROUNDS: audit rows, ${order[*]} (pgbench -c8, ${D}s each)"
+  for table in "${order[@]}"; do
+    "$PGBENCH" -n -c8 -j2 -T"$D" -f "$DEV_DIR/audit-$table.sql" "$DB_URL" >"$DEV_DIR/audit-$table-$round.txt" 2>&1
+  done
+done
+psql -q "$DB_URL" -c "drop table public.bench_audit_unchained"
+python3 - "$DEV_DIR" "$ROUNDS" <<'PY'
+import re, statistics, sys
+d, rounds = sys.argv[1], int(sys.argv[2])
+def tps(t, r):
+    return float(re.search(r"tps = ([\d.]+)", open(f"{d}/audit-{t}-{r}.txt").read()).group(1))
+chained = [tps("chained", r) for r in range(1, rounds + 1)]
+plain = [tps("plain", r) for r in range(1, rounds + 1)]
+c, p = statistics.median(chained), statistics.median(plain)
+login = open(f"{d}/login.txt").read()
+p50 = re.search(r"^\s+50%\s+([\d.]+)(\w+)", login, re.M)
+ms = float(p50.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[p50.group(2)]
+extra_us = (1 / c - 1 / p) * 8 * 1e6
+print(f"AUDIT CHAIN: 8 writers: chained {c:.0f} rows/s (rounds {' '.join(f'{x:.0f}' for x in chained)}), "
+      f"unchained {p:.0f} rows/s (rounds {' '.join(f'{x:.0f}' for x in plain)}): {c / p:.2f}x; "
+      f"the chain adds {extra_us:.0f} us to a row's latency; a login (p50 {ms:.0f} ms) writes one: "
+      f"{extra_us / 1e3 / ms * 100:.2f}% of it, and the chain caps audited writes at {c:.0f}/s per database")
+PY
 exit "$ratios"

@@ -403,13 +403,17 @@ pub fn role_is_invalid(e: &sqlx::Error) -> bool {
 }
 
 /// What a session sees once its role was dropped under it: 42P01
-/// undefined_table and 3F000 invalid_schema_name (the schema is no longer
-/// usable), 42501 insufficient_privilege. A genuine schema problem looks
+/// undefined_table, 42883 undefined_function and 3F000
+/// invalid_schema_name (the schema is no longer usable), 42501
+/// insufficient_privilege. A genuine schema problem looks
 /// the same; the rotation task tells them apart by checking the role.
 pub fn role_maybe_dropped(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
-            matches!(db.code().as_deref(), Some("42P01" | "3F000" | "42501"))
+            matches!(
+                db.code().as_deref(),
+                Some("42P01" | "42883" | "3F000" | "42501")
+            )
         }
         _ => false,
     }

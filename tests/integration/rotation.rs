@@ -180,12 +180,19 @@ async fn the_runtime_role_has_dml_only_and_the_schema_belongs_to_the_stable_owne
             "{ddl}: {err}"
         );
     }
-    // DML works.
-    sqlx::query("insert into users (id, username, email, password_hash) values ($1, 'dml_check', 'dml@example.com', 'x')")
-        .bind(uuid::Uuid::new_v4())
+    // DML works where it is granted (an audit row), and only there: users
+    // are created by register_user, never inserted directly
+    // (tests/integration/data_layer.rs has every refusal).
+    sqlx::query("insert into audit_log (event, outcome) values ('dml_check', 'appended')")
         .execute(&*pool)
         .await
         .unwrap();
+    let err = sqlx::query("insert into users (id, username, email, password_hash) values ($1, 'dml_check', 'dml@example.com', 'x')")
+        .bind(uuid::Uuid::new_v4())
+        .execute(&*pool)
+        .await
+        .expect_err("no direct insert into users");
+    assert!(err.to_string().contains("permission denied"), "{err}");
     let mut admin = stack.admin().await;
     let owners: Vec<String> = sqlx::query_scalar(
         "select distinct tableowner::text from pg_tables where schemaname = 'precinct'",
