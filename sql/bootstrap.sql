@@ -4,7 +4,8 @@
 -- Roles (cluster-wide, stable, never dropped by OpenBao):
 --   precinct_owner  NOLOGIN  owns the schema and every table: objects survive
 --                            the dynamic roles that come and go.
---   precinct_app    NOLOGIN  DML only; OpenBao's runtime role joins it.
+--   precinct_app    NOLOGIN  what each migration grants, table by table (no
+--                            defaults); OpenBao's runtime role joins it.
 --   precinct_vault  LOGIN    the connection OpenBao's database engine uses to
 --                            create and drop dynamic roles (its password is set
 --                            by the caller, never here).

@@ -194,13 +194,16 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = precinct, pg_temp AS $$
 $$;
 
 -- Where the chain ends, and the last checkpoint (src/audit/checkpoint.rs).
+-- One row, updated by every append: fillfactor 10 leaves each page room
+-- for its next versions (HOT updates, pruned in place), so the row stays
+-- one page away however fast the chain grows.
 CREATE TABLE audit_chain_head (
   single             boolean PRIMARY KEY DEFAULT true CHECK (single),
   seq                bigint NOT NULL,
   row_hash           bytea NOT NULL,
   checkpoint_row_seq bigint NOT NULL,
   checkpoint_at      timestamptz NOT NULL
-);
+) WITH (fillfactor = 10);
 
 -- Genesis (seq 0, previous hash 32 zero bytes), then the rows that exist,
 -- in the order they were written.
@@ -239,19 +242,24 @@ ALTER TABLE audit_log
 -- from any number of replicas are numbered and chained one at a time, and
 -- the chain never forks. (An audit row is the last statement of its
 -- transaction, so the lock is held briefly and never waits on another.)
--- Whatever the inserter supplied for these columns is overwritten.
+-- The runtime role cannot supply these columns (no privilege on them);
+-- rows that arrive with a row_hash come from audit_append below, which
+-- chained them itself under the same lock.
 CREATE FUNCTION audit_chain() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = precinct, pg_temp AS $$
 DECLARE
   head audit_chain_head;
 BEGIN
-  SELECT * INTO head FROM audit_chain_head FOR UPDATE;
+  IF NEW.row_hash IS NOT NULL THEN
+    RETURN NEW;
+  END IF;
+  SELECT * INTO head FROM audit_chain_head WHERE single FOR UPDATE;
   NEW.seq := head.seq + 1;
   NEW.prev_hash := head.row_hash;
   NEW.occurred_at := coalesce(NEW.occurred_at, now());
   NEW.row_hash := audit_row_hash(NEW.prev_hash, NEW.seq, NEW.occurred_at, NEW.event,
     NEW.outcome, NEW.user_id, NEW.client_ip, NEW.user_agent, NEW.request_id, NEW.detail);
-  UPDATE audit_chain_head SET seq = NEW.seq, row_hash = NEW.row_hash;
+  UPDATE audit_chain_head SET seq = NEW.seq, row_hash = NEW.row_hash WHERE single;
   RETURN NEW;
 END
 $$;
@@ -320,55 +328,72 @@ BEGIN
     'covers_seq', covers_seq, 'head', encode(head, 'hex'),
     'key', key_name, 'key_version', key_version, 'signature', signature))
   RETURNING seq INTO row_seq;
-  UPDATE audit_chain_head SET checkpoint_row_seq = row_seq, checkpoint_at = now();
+  UPDATE audit_chain_head SET checkpoint_row_seq = row_seq, checkpoint_at = now() WHERE single;
   RETURN row_seq;
 END
 $$;
 
 -- Internal API calls are read-only and audited at the rate of the calls:
--- their audit rows commit without waiting for the WAL flush
--- (synchronous_commit off, this transaction only). A crash of PostgreSQL
--- may lose the last ~0.6 s of them (3 × wal_writer_delay), never corrupt
--- the chain: a lost row takes its successors with it, seq stays dense.
--- Security changes (logins, logouts, refreshes) keep synchronous commit.
-
--- Is the session `sid` of `uid` live? Audited with the caller.
-CREATE FUNCTION introspect(p_uid uuid, p_sid uuid, p_caller text, p_ip inet,
-  p_user_agent text, p_request_id text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SET search_path = precinct, pg_temp AS $$
+-- precinct queues their rows and appends them in batches (src/audit/batch.rs),
+-- one lock of the head and one commit per batch, without waiting for the
+-- WAL flush (synchronous_commit off, that transaction only). A crash of
+-- precinct may lose its queue (at most one batch interval); a crash of
+-- PostgreSQL its last ~0.6 s (3 x wal_writer_delay). Neither corrupts the
+-- chain: a lost batch was never chained, seq stays dense. Security changes
+-- (logins, logouts, refreshes) keep their own synchronous row.
+CREATE FUNCTION audit_append(p_occurred_at timestamptz[], p_event text[], p_outcome text[],
+  p_user_id uuid[], p_client_ip inet[], p_user_agent text[], p_request_id text[],
+  p_detail jsonb[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = precinct, pg_temp AS $$
 DECLARE
-  live boolean := false;
+  head audit_chain_head;
+  n integer := coalesce(array_length(p_event, 1), 0);
+  s bigint;
+  h bytea;
+  seqs bigint[] := '{}';
+  prevs bytea[] := '{}';
+  hashes bytea[] := '{}';
 BEGIN
-  IF p_uid IS NOT NULL THEN
-    PERFORM set_user(p_uid);
-    live := EXISTS (SELECT 1 FROM refresh_families f JOIN users u ON u.id = f.user_id
-                    WHERE f.id = p_sid AND f.user_id = p_uid AND f.revoked_at IS NULL);
+  IF n = 0 THEN
+    RETURN NULL;
   END IF;
   PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
-  INSERT INTO audit_log (event, outcome, user_id, client_ip, user_agent, request_id, detail)
-  VALUES ('internal_introspect', CASE WHEN live THEN 'active' ELSE 'inactive' END,
-          CASE WHEN live THEN p_uid END, p_ip, p_user_agent, p_request_id,
-          jsonb_build_object('caller', p_caller));
-  RETURN live;
+  SELECT * INTO head FROM audit_chain_head WHERE single FOR UPDATE;
+  s := head.seq;
+  h := head.row_hash;
+  FOR i IN 1 .. n LOOP
+    s := s + 1;
+    prevs := prevs || h;
+    h := audit_row_hash(h, s, p_occurred_at[i], p_event[i], p_outcome[i], p_user_id[i],
+                        p_client_ip[i], p_user_agent[i], p_request_id[i], p_detail[i]);
+    seqs := seqs || s;
+    hashes := hashes || h;
+  END LOOP;
+  INSERT INTO audit_log (occurred_at, event, outcome, user_id, client_ip, user_agent,
+                         request_id, detail, seq, prev_hash, row_hash)
+  SELECT * FROM unnest(p_occurred_at, p_event, p_outcome, p_user_id, p_client_ip,
+                       p_user_agent, p_request_id, p_detail, seqs, prevs, hashes);
+  UPDATE audit_chain_head SET seq = s, row_hash = h WHERE single;
+  RETURN s;
+END
+$$;
+
+-- Is the session `sid` of `uid` live? (Introspection, one round trip.)
+CREATE FUNCTION session_live(p_uid uuid, p_sid uuid) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path = precinct, pg_temp AS $$
+BEGIN
+  PERFORM set_user(p_uid);
+  RETURN EXISTS (SELECT 1 FROM refresh_families f JOIN users u ON u.id = f.user_id
+                 WHERE f.id = p_sid AND f.user_id = p_uid AND f.revoked_at IS NULL);
 END
 $$;
 
 -- A user's public profile for an internal caller (any user: the caller
--- holds only an id), audited with the caller.
-CREATE FUNCTION internal_user(p_id uuid, p_caller text, p_ip inet, p_user_agent text,
-  p_request_id text) RETURNS TABLE (id uuid, username text, email text, created_at timestamptz)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = precinct, pg_temp AS $$
-DECLARE
-  found_it boolean;
-BEGIN
-  RETURN QUERY SELECT u.id, u.username, u.email, u.created_at FROM users u WHERE u.id = p_id;
-  found_it := FOUND;
-  PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
-  INSERT INTO audit_log (event, outcome, user_id, client_ip, user_agent, request_id, detail)
-  VALUES ('internal_user', CASE WHEN found_it THEN 'found' ELSE 'not_found' END,
-          CASE WHEN found_it THEN p_id END, p_ip, p_user_agent, p_request_id,
-          jsonb_build_object('caller', p_caller));
-END
+-- holds only an id).
+CREATE FUNCTION public_profile(p_id uuid)
+RETURNS TABLE (id uuid, username text, email text, created_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = precinct, pg_temp AS $$
+  SELECT u.id, u.username, u.email, u.created_at FROM users u WHERE u.id = p_id;
 $$;
 
 -- The request path keeps one round trip per query: functions that set the
@@ -404,8 +429,8 @@ GRANT EXECUTE ON FUNCTION
   register_user(uuid, text, text, text), refresh_lookup(bytea),
   ended_sessions(double precision), live_sessions(uuid[]),
   audit_head(), audit_checkpoint(bigint, bytea, text, integer, text),
-  introspect(uuid, uuid, text, inet, text, text),
-  internal_user(uuid, text, inet, text, text),
+  audit_append(timestamptz[], text[], text[], uuid[], inet[], text[], text[], jsonb[]),
+  session_live(uuid, uuid), public_profile(uuid),
   me(uuid, uuid), github_touch(uuid),
   -- called by the session-end triggers, which run as the role that ends one
   announce_ended_sessions(uuid[]),

@@ -81,6 +81,8 @@ struct Services {
     tokens: Option<TokenService>,
     auth: Option<AuthService>,
     github: Option<GithubService>,
+    /// Appends the internal API's audit rows (spawned with the database).
+    audit_writer: Option<crate::audit::batch::Writer>,
 }
 
 fn services(config: &Config) -> Services {
@@ -107,6 +109,9 @@ fn services(config: &Config) -> Services {
             },
         )
     });
+    // A few seconds of the internal API at full rate: beyond that the
+    // trail is not keeping up and calls are refused (docs/audit.md).
+    let (audit, audit_writer) = crate::audit::batch::batcher(50_000);
     let auth =
         db.as_ref()
             .zip(tokens.clone())
@@ -116,8 +121,9 @@ fn services(config: &Config) -> Services {
                     .internal
                     .as_ref()
                     .map_or(u32::MAX, |i| i.rate_per_caller_per_minute);
-                AuthService::new(db.clone(), tokens, limits, a, internal_rate)
+                AuthService::new(db.clone(), tokens, limits, a, internal_rate, audit.clone())
             });
+    let audit_writer = db.as_ref().map(|_| audit_writer);
     let github = db.as_ref().zip(limits).map(|((db, _), limits)| {
         GithubService::new(&config.github, db.clone(), session.clone(), limits)
     });
@@ -127,6 +133,7 @@ fn services(config: &Config) -> Services {
         tokens,
         auth,
         github,
+        audit_writer,
     }
 }
 
@@ -167,6 +174,7 @@ impl Application {
             tokens,
             auth,
             github,
+            audit_writer,
         } = services(&config);
         let state = AppState::new(http::AppStateParts {
             config: config.clone(),
@@ -207,7 +215,7 @@ impl Application {
                 if let Some(tokens) = &tokens {
                     spawn_shared_state(&supervisor, &db, tokens);
                 }
-                spawn_audit(&supervisor, &db, &session, &config);
+                spawn_audit(&supervisor, &db, &session, &config, audit_writer);
                 let bring_up = bring_up::BringUp::new(
                     backends,
                     &readiness,
@@ -468,8 +476,21 @@ fn spawn_shared_state(supervisor: &Supervisor, db: &Db, tokens: &TokenService) {
 
 /// The audit trail's upkeep: signed checkpoints of the chain, and a row
 /// per credential rotation.
-fn spawn_audit(supervisor: &Supervisor, db: &Db, session: &SessionWatch, config: &Config) {
+fn spawn_audit(
+    supervisor: &Supervisor,
+    db: &Db,
+    session: &SessionWatch,
+    config: &Config,
+    writer: Option<crate::audit::batch::Writer>,
+) {
     let cancel = supervisor.cancel();
+    if let Some(writer) = writer {
+        supervisor.spawn(
+            "audit-batches",
+            Lifetime::UntilCancelled,
+            writer.run(db.clone(), cancel.clone()),
+        );
+    }
     let checkpointer = crate::audit::checkpoint::Checkpointer::new(
         db.clone(),
         session.clone(),

@@ -7,6 +7,7 @@
 //! [`checkpoint`] signs the chain's head with a Transit key precinct alone
 //! holds. [`verify`] walks it all (`precinct audit verify`).
 
+pub mod batch;
 pub mod chain;
 pub mod checkpoint;
 pub mod metrics;

@@ -25,7 +25,10 @@ use password::{Hasher, Verified};
 use ratelimit::LoginLimits;
 
 use crate::{
-    audit::{self, RequestMeta},
+    audit::{
+        self, RequestMeta,
+        batch::{Batcher, Entry},
+    },
     config::AuthConfig,
     db::{
         Db, DbError, PoolRef, Retryable, act_for,
@@ -89,6 +92,8 @@ pub struct AuthService {
     login_limits: Arc<LoginLimits>,
     /// Per client IP, checked before any hashing.
     register_quota: Quota,
+    /// The internal API's audit rows, appended in batches.
+    audit: Batcher,
     /// Per internal caller (SPIFFE ID), in this replica.
     internal_limiter: Arc<governor::DefaultKeyedRateLimiter<String>>,
     refresh_ttl: Duration,
@@ -113,9 +118,11 @@ impl AuthService {
         limits: Limits,
         config: &AuthConfig,
         internal_per_minute: u32,
+        audit: Batcher,
     ) -> Self {
         Self {
             db,
+            audit,
             hasher: Hasher::new(config.hash_concurrency, config.login_min_duration),
             tokens,
             limits,
@@ -182,24 +189,34 @@ impl AuthService {
         caller: &str,
         meta: &RequestMeta,
     ) -> Result<Option<Arc<AccessClaims>>, AuthError> {
-        let pool = self.db.pool().await?;
-        // One statement: the session check and its audit row (which must
-        // land: an unaudited answer is a 503).
-        let live: bool = sqlx::query_scalar("select introspect($1, $2, $3, $4::inet, $5, $6)")
-            .bind(claims.as_ref().map(|c| c.sub))
-            .bind(claims.as_ref().map(|c| c.sid))
-            .bind(caller)
-            .bind(meta.client_ip.to_string())
-            .bind(
-                meta.user_agent
-                    .as_deref()
-                    .map(|ua| audit::truncate(ua, audit::USER_AGENT_MAX)),
-            )
-            .bind(meta.request_id.as_deref())
-            .fetch_one(&*pool)
-            .await
-            .map_err(|e| pool.unaudited(e))?;
-        Ok(claims.filter(|_| live))
+        let live = match &claims {
+            Some(c) => {
+                let pool = self.db.pool().await?;
+                // One round trip: acts for the user and checks the session.
+                sqlx::query_scalar::<_, bool>("select session_live($1, $2)")
+                    .bind(c.sub)
+                    .bind(c.sid)
+                    .fetch_one(&*pool)
+                    .await
+                    .map_err(|e| pool.error(e))?
+            }
+            None => false,
+        };
+        let active = claims.filter(|_| live);
+        let (outcome, user) = match &active {
+            Some(c) => ("active", Some(c.sub)),
+            None => ("inactive", None),
+        };
+        self.audit
+            .record(Entry::new(
+                "internal_introspect",
+                outcome,
+                user,
+                meta,
+                json!({"caller": caller}),
+            ))
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        Ok(active)
     }
 
     /// A user's public profile (id, username, creation), for an internal
@@ -210,20 +227,14 @@ impl AuthService {
         caller: &str,
         meta: &RequestMeta,
     ) -> Result<Option<User>, AuthError> {
-        retry_once(|| async {
+        let user = retry_once(|| async {
             let pool = self.db.pool().await?;
-            let row = sqlx::query(
-                "select id, username, email, created_at from internal_user($1, $2, $3::inet, $4, $5)",
-            )
-            .bind(id)
-            .bind(caller)
-            .bind(meta.client_ip.to_string())
-            .bind(meta.user_agent.as_deref().map(|ua| audit::truncate(ua, audit::USER_AGENT_MAX)))
-            .bind(meta.request_id.as_deref())
-            .fetch_optional(&*pool)
-            .await
-            .map_err(|e| pool.unaudited(e))?;
-            Ok(row.map(|r| User {
+            let row = sqlx::query("select id, username, email, created_at from public_profile($1)")
+                .bind(id)
+                .fetch_optional(&*pool)
+                .await
+                .map_err(|e| pool.error(e))?;
+            Ok::<_, AuthError>(row.map(|r| User {
                 id: r.get("id"),
                 username: r.get("username"),
                 email: r.get("email"),
@@ -231,7 +242,21 @@ impl AuthService {
                 github_configured: false,
             }))
         })
-        .await
+        .await?;
+        let (outcome, found) = match &user {
+            Some(_) => ("found", Some(id)),
+            None => ("not_found", None),
+        };
+        self.audit
+            .record(Entry::new(
+                "internal_user",
+                outcome,
+                found,
+                meta,
+                json!({"caller": caller}),
+            ))
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        Ok(user)
     }
 
     pub fn tokens(&self) -> &TokenService {

@@ -88,6 +88,11 @@ async fn login(app: &crate::common::TestApp, username: &str) -> Value {
 
 const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
+/// The last row written by a request (a checkpoint may follow it, and
+/// checkpoints do not wait on checkpoints).
+const WRITTEN_HEAD: &str =
+    "select max(seq) from precinct.audit_log where event <> 'audit_checkpoint'";
+
 #[tokio::test]
 async fn the_runtime_role_appends_to_the_audit_log_and_can_do_nothing_else_to_it() {
     let (stack, app) = start_ready(&[]).await;
@@ -336,6 +341,27 @@ async fn concurrent_writers_on_two_replicas_never_fork_the_chain() {
     .await;
     let client = crate::common::http();
     let started = std::time::Instant::now();
+    // Beside them, the internal API's path: batches appended by
+    // audit_append on runtime connections, 4 at a time.
+    let mut batchers = vec![];
+    for _ in 0..4 {
+        let mut conn = runtime_connection(&stack).await;
+        batchers.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                let n = 20;
+                sqlx::query(
+                    "select audit_append(array_fill(now(), array[$1]), array_fill('internal_introspect'::text, array[$1]), \
+                     array_fill('inactive'::text, array[$1]), array_fill(null::uuid, array[$1]), \
+                     array_fill('127.0.0.1'::inet, array[$1]), array_fill('bench'::text, array[$1]), \
+                     array_fill(null::text, array[$1]), array_fill('{\"caller\": \"spiffe://demo.local/x\"}'::jsonb, array[$1]))",
+                )
+                .bind(n)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            }
+        }));
+    }
     let writers: Vec<_> = (0..10)
         .map(|w| {
             let (client, base) = (client.clone(), replicas.urls[w % 2].clone());
@@ -346,7 +372,7 @@ async fn concurrent_writers_on_two_replicas_never_fork_the_chain() {
             })
         })
         .collect();
-    for w in writers {
+    for w in writers.into_iter().chain(batchers) {
         w.await.unwrap();
     }
     let elapsed = started.elapsed();
@@ -357,15 +383,27 @@ async fn concurrent_writers_on_two_replicas_never_fork_the_chain() {
     .fetch_one(&mut admin)
     .await
     .unwrap();
+    // The writers' last row (a checkpoint may already follow it).
+    let last_written = count(
+        &mut admin,
+        "select max(seq) from precinct.audit_log where event <> 'audit_checkpoint'",
+    )
+    .await;
     let failures: i64 = count(
         &mut admin,
         "select count(*) from precinct.audit_log where event = 'refresh' and outcome = 'failure'",
     )
     .await;
+    let batched: i64 = count(
+        &mut admin,
+        "select count(*) from precinct.audit_log where event = 'internal_introspect'",
+    )
+    .await;
     println!(
-        "300 failed refreshes from 10 writers on 2 replicas in {elapsed:?}: {rows} rows, seq {min}..={max}"
+        "300 failed refreshes from 10 writers on 2 replicas and 100 batches of 20 in {elapsed:?}: {rows} rows, seq {min}..={max}"
     );
     assert_eq!(failures, 300, "every refusal has its row");
+    assert_eq!(batched, 2000, "every batched row");
     assert_eq!(
         (min, max),
         (0, rows - 1),
@@ -377,19 +415,22 @@ async fn concurrent_writers_on_two_replicas_never_fork_the_chain() {
     );
 
     // Checkpoints follow (every 50 rows or 1 s), signed by one replica at a time.
-    eventually(
-        Duration::from_secs(20),
-        "a checkpoint covering the writers' rows",
-        || {
-            let stack = &stack;
-            async move {
-                kv_checkpoint(stack)
-                    .await
-                    .is_some_and(|cp| cp["covers_seq"].as_i64() >= Some(max))
-            }
-        },
-    )
-    .await;
+    let mut covered = false;
+    for _ in 0..100 {
+        if kv_checkpoint(&stack)
+            .await
+            .is_some_and(|cp| cp["covers_seq"].as_i64() >= Some(last_written))
+        {
+            covered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        covered,
+        "no checkpoint covers seq {last_written}: {}",
+        replicas.logs()
+    );
     let checkpoints: Vec<(i64, i64)> = sqlx::query_as(
         "select seq, (detail->>'covers_seq')::bigint from precinct.audit_log \
          where event = 'audit_checkpoint' order by seq",
@@ -454,7 +495,7 @@ async fn audit_verify_names_each_kind_of_tampering() {
     for _ in 0..5 {
         bad_refresh(&client, base).await;
     }
-    let first_head = count(&mut admin, "select max(seq) from precinct.audit_log").await;
+    let first_head = count(&mut admin, WRITTEN_HEAD).await;
     eventually(Duration::from_secs(20), "a first checkpoint", || {
         signed_through(first_head)
     })
@@ -467,7 +508,7 @@ async fn audit_verify_names_each_kind_of_tampering() {
     for _ in 0..5 {
         bad_refresh(&client, base).await;
     }
-    let head = count(&mut admin, "select max(seq) from precinct.audit_log").await;
+    let head = count(&mut admin, WRITTEN_HEAD).await;
     eventually(Duration::from_secs(20), "a second checkpoint", || {
         signed_through(head)
     })
@@ -689,11 +730,45 @@ async fn a_grant_that_cannot_be_audited_is_refused_and_a_revocation_still_happen
 #[tokio::test]
 async fn security_events_and_rotations_have_their_rows() {
     let (stack, app) = start_ready(&[
-        ("AUTH_LOGIN_RATE_PER_USERNAME_IP", "2"),
+        ("AUTH_LOGIN_RATE_PER_USERNAME_IP", "4"),
         ("AUDIT_CHECKPOINT_INTERVAL", "1s"),
     ])
     .await;
     crate::common::register(&app, "charles_boyle").await;
+    let conflict = post_json(
+        &app,
+        "/api/v1/auth/register",
+        json!({"username": "Charles_Boyle", "email": "other@example.test", "password": TEST_PASSWORD}),
+    )
+    .await;
+    assert_eq!(conflict.status(), StatusCode::CONFLICT);
+    let tokens = login(&app, "charles_boyle").await;
+    let refreshed: Value = post_json(
+        &app,
+        "/api/v1/auth/refresh",
+        json!({"refresh_token": tokens["refresh_token"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    // The spent token again: the family is revoked.
+    let reuse = post_json(
+        &app,
+        "/api/v1/auth/refresh",
+        json!({"refresh_token": tokens["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(reuse.status(), StatusCode::UNAUTHORIZED);
+    let second = login(&app, "charles_boyle").await;
+    let logout = post_json(
+        &app,
+        "/api/v1/auth/logout",
+        json!({"refresh_token": second["refresh_token"]}),
+    )
+    .await;
+    assert!(logout.status().is_success());
+    assert!(refreshed["access_token"].is_string());
     for _ in 0..3 {
         post_json(
             &app,
@@ -741,6 +816,11 @@ async fn security_events_and_rotations_have_their_rows() {
     for (event, outcome, reason) in [
         ("audit_genesis", "created", None),
         ("register", "success", None),
+        ("register", "conflict", None),
+        ("login", "success", None),
+        ("refresh", "success", None),
+        ("refresh_reuse", "family_revoked", None),
+        ("logout", "success", None),
         ("login", "failure", Some("bad_password")),
         ("login", "failure", Some("rate_limited")),
         ("db_credentials_rotated", "initial", None),
@@ -781,6 +861,12 @@ fn docs_audit_md_lists_exactly_the_events_the_code_writes() {
     // Event names as the code writes them: the first string argument
     // of an audit call, or the event column of the SQL functions' inserts.
     let mut written = std::collections::BTreeSet::new();
+    for (i, _) in code.match_indices("Entry::new(") {
+        let rest = code[i + "Entry::new(".len()..].trim_start();
+        if let Some((name, _)) = rest.strip_prefix('"').and_then(|r| r.split_once('"')) {
+            written.insert(name.to_string());
+        }
+    }
     for call in ["record(", "record_best_effort(", "record_system("] {
         for (i, _) in code.match_indices(call) {
             let args = &code[i + call.len()..];
