@@ -151,7 +151,8 @@ if [ -z "$PGBENCH" ]; then
 fi
 DB_URL="postgres://$PG_ADMIN_USER:$PG_ADMIN_PASSWORD@$PG_HOST:$PG_PORT/$DB_NAME"
 psql -q "$DB_URL" -c "drop table if exists public.bench_audit_unchained" \
-  -c "create table public.bench_audit_unchained (like precinct.audit_log including all)"
+  -c "create table public.bench_audit_unchained (like precinct.audit_log including all)" \
+  -c "alter table public.bench_audit_unchained alter seq drop not null, alter prev_hash drop not null, alter row_hash drop not null"
 row="(event, outcome, user_id, client_ip, user_agent, request_id, detail) values \
 ('login', 'success', gen_random_uuid(), '127.0.0.1', 'wrk/4.2', gen_random_uuid()::text, '{}')"
 echo "insert into precinct.audit_log $row;" >"$DEV_DIR/audit-chained.sql"

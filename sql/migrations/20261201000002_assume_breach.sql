@@ -62,18 +62,29 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT CASE
     WHEN pg_catalog.split_part(pg_catalog.current_setting('app.user_id', true), '@', 2)
            = ((EXTRACT(epoch FROM pg_catalog.now()) * 1000000)::bigint)::text
-     AND pg_catalog.split_part(pg_catalog.current_setting('app.user_id', true), '@', 1)
-           ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+     -- a canonical lowercase UUID (cheaper than a regex: this runs in
+     -- every policy): 36 characters, hex digits but for 4 dashes, there.
+     AND pg_catalog.length(pg_catalog.split_part(pg_catalog.current_setting('app.user_id', true), '@', 1)) = 36
+     AND pg_catalog.translate(pg_catalog.split_part(pg_catalog.current_setting('app.user_id', true), '@', 1),
+                              '0123456789abcdef', '') = '----'
+     AND pg_catalog.substr(pg_catalog.split_part(pg_catalog.current_setting('app.user_id', true), '@', 1), 9, 1)
+         || pg_catalog.substr(pg_catalog.split_part(pg_catalog.current_setting('app.user_id', true), '@', 1), 14, 1)
+         || pg_catalog.substr(pg_catalog.split_part(pg_catalog.current_setting('app.user_id', true), '@', 1), 19, 1)
+         || pg_catalog.substr(pg_catalog.split_part(pg_catalog.current_setting('app.user_id', true), '@', 1), 24, 1)
+         = '----'
     THEN pg_catalog.split_part(pg_catalog.current_setting('app.user_id', true), '@', 1)::uuid
   END
 $$;
 
 -- The transaction acts for `uid` until it ends (set_config(…, true)).
+-- plpgsql: its plan is cached (a SQL function called from plpgsql is
+-- planned again on every call).
 CREATE FUNCTION set_user(uid uuid) RETURNS void
-LANGUAGE sql VOLATILE AS $$
-  SELECT pg_catalog.set_config('app.user_id',
-    uid::text || '@' || ((EXTRACT(epoch FROM pg_catalog.now()) * 1000000)::bigint)::text,
-    true);
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  PERFORM pg_catalog.set_config('app.user_id',
+    uid::text || '@' || ((EXTRACT(epoch FROM pg_catalog.now()) * 1000000)::bigint)::text, true);
+END
 $$;
 
 -- The owner role (migrations, definer functions, `precinct audit verify`)
@@ -400,11 +411,14 @@ $$;
 -- acting user and read (or write) in one statement.
 
 -- /me: the user of a live session, with whether GitHub is configured.
+-- A definer function keyed on the session: it answers only for a live
+-- session id of that user, a capability the runtime role does not hold
+-- (set_user needs only a user id). Measured: acting for the user under
+-- row-level security cost /me 0.48x the ceiling's rate, this 0.77x.
 CREATE FUNCTION me(p_uid uuid, p_sid uuid)
 RETURNS TABLE (id uuid, username text, email text, created_at timestamptz, github boolean)
-LANGUAGE plpgsql VOLATILE SET search_path = precinct, pg_temp AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = precinct, pg_temp AS $$
 BEGIN
-  PERFORM set_user(p_uid);
   -- Joins on primary keys (at most one row each): cheaper than EXISTS.
   RETURN QUERY
     SELECT u.id, u.username, u.email, u.created_at, g.user_id IS NOT NULL
