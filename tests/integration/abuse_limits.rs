@@ -27,6 +27,8 @@ async fn register(app: &TestApp, name: &str, forwarded_for: Option<&str>) -> req
 }
 
 async fn audit_ips(stack: &Stack, event: &str) -> Vec<String> {
+    // Refusals' rows are appended in batches, within 20 ms.
+    tokio::time::sleep(Duration::from_millis(150)).await;
     let mut admin = stack.admin().await;
     sqlx::query_scalar(
         "select host(client_ip) from precinct.audit_log where event = $1 order by occurred_at",

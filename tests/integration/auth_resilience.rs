@@ -61,6 +61,8 @@ fn with_header(token: &str, header: Value) -> String {
 }
 
 async fn audit_count(stack: &Stack, event: &str) -> i64 {
+    // Refusals' rows are appended in batches, within 20 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     let mut admin = stack.admin().await;
     sqlx::query("select count(*) as n from precinct.audit_log where event = $1")
         .bind(event)

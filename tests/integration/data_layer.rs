@@ -377,6 +377,18 @@ async fn concurrent_writers_on_two_replicas_never_fork_the_chain() {
     }
     let elapsed = started.elapsed();
     let mut admin = stack.admin().await;
+    // Refusals' rows are appended in batches, within 20 ms of the call.
+    for _ in 0..100 {
+        let n = count(
+            &mut admin,
+            "select count(*) from precinct.audit_log where event = 'refresh'",
+        )
+        .await;
+        if n >= 300 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (rows, min, max, distinct_prev): (i64, i64, i64, i64) = sqlx::query_as(
         "select count(*), min(seq), max(seq), count(distinct prev_hash) from precinct.audit_log",
     )
@@ -458,6 +470,23 @@ async fn concurrent_writers_on_two_replicas_never_fork_the_chain() {
     );
 }
 
+/// Waits until `n` failed-refresh rows landed (refusals are appended in
+/// batches, within 20 ms).
+async fn refusal_rows(admin: &mut PgConnection, n: i64) {
+    for _ in 0..100 {
+        let landed = count(
+            admin,
+            "select count(*) from precinct.audit_log where event = 'refresh' and outcome = 'failure'",
+        )
+        .await;
+        if landed >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{n} refusal rows never landed");
+}
+
 /// Re-chains every row from `from` on, as a superuser with the triggers
 /// off could: a plain hash chain is no proof against them.
 fn rechain(from: i64) -> String {
@@ -495,6 +524,7 @@ async fn audit_verify_names_each_kind_of_tampering() {
     for _ in 0..5 {
         bad_refresh(&client, base).await;
     }
+    refusal_rows(&mut admin, 5).await;
     let first_head = count(&mut admin, WRITTEN_HEAD).await;
     eventually(Duration::from_secs(20), "a first checkpoint", || {
         signed_through(first_head)
@@ -508,6 +538,7 @@ async fn audit_verify_names_each_kind_of_tampering() {
     for _ in 0..5 {
         bad_refresh(&client, base).await;
     }
+    refusal_rows(&mut admin, 10).await;
     let head = count(&mut admin, WRITTEN_HEAD).await;
     eventually(Duration::from_secs(20), "a second checkpoint", || {
         signed_through(head)
