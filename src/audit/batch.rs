@@ -9,7 +9,14 @@
 //! never answered unaudited beyond the queue. docs/audit.md has the
 //! trade-off.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -70,13 +77,17 @@ pub struct QueueFull;
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::Sender<Entry>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Batcher {
-    /// Queues a row; `Err` when `capacity` rows already wait.
+    /// Queues a row; `Err` when `capacity` rows already wait. A dropped
+    /// row is counted, and the trail gets an `audit_rows_dropped` row
+    /// with the count once the queue drains: the gap is on record.
     pub fn record(&self, entry: Entry) -> Result<(), QueueFull> {
         self.tx.try_send(entry).map_err(|_| {
             ::metrics::counter!(metrics::WRITE_FAILURES).increment(1);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             QueueFull
         })
     }
@@ -85,11 +96,33 @@ impl Batcher {
 /// The queue, and the writer the caller spawns.
 pub fn batcher(capacity: usize) -> (Batcher, Writer) {
     let (tx, rx) = mpsc::channel(capacity);
-    (Batcher { tx }, Writer { rx })
+    let dropped = Arc::new(AtomicU64::new(0));
+    (
+        Batcher {
+            tx,
+            dropped: dropped.clone(),
+        },
+        Writer { rx, dropped },
+    )
 }
 
 pub struct Writer {
     rx: mpsc::Receiver<Entry>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The row that records how many rows a full queue dropped.
+fn dropped_row(n: u64) -> Entry {
+    Entry {
+        occurred_at: OffsetDateTime::now_utc(),
+        event: "audit_rows_dropped",
+        outcome: "queue_full",
+        user_id: None,
+        client_ip: IpAddr::from([0, 0, 0, 0]),
+        user_agent: None,
+        request_id: None,
+        detail: serde_json::json!({"rows": n}),
+    }
 }
 
 impl Writer {
@@ -110,6 +143,15 @@ impl Writer {
                     _ = tokio::time::sleep_until(until) => break,
                     n = self.rx.recv_many(&mut batch, room) => if n == 0 { break },
                 }
+            }
+            let dropped = self.dropped.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                tracing::error!(
+                    event = "audit_rows_dropped",
+                    rows = dropped,
+                    "the audit queue was full: refusal and internal API rows were dropped"
+                );
+                batch.push(dropped_row(dropped));
             }
             append(&db, &mut batch).await;
         }
@@ -166,4 +208,39 @@ async fn append_once(db: &Db, batch: &[Entry]) -> Result<(), String> {
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        let meta = RequestMeta {
+            client_ip: IpAddr::from([203, 0, 113, 9]),
+            user_agent: Some("x".repeat(600)),
+            request_id: Some("r-1".into()),
+        };
+        Entry::new("login", "failure", None, &meta, serde_json::json!({}))
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_keeps_count_of_what_it_dropped() {
+        let (batcher, writer) = batcher(2);
+        assert!(batcher.record(entry()).is_ok());
+        assert!(batcher.clone().record(entry()).is_ok());
+        assert!(batcher.record(entry()).is_err());
+        assert!(batcher.record(entry()).is_err());
+        assert_eq!(writer.dropped.load(Ordering::Relaxed), 2);
+        let row = dropped_row(2);
+        assert_eq!(
+            (row.event, row.outcome),
+            ("audit_rows_dropped", "queue_full")
+        );
+        assert_eq!(row.detail["rows"], 2);
+    }
+
+    #[test]
+    fn a_queued_row_keeps_at_most_512_characters_of_user_agent() {
+        assert_eq!(entry().user_agent.unwrap().len(), USER_AGENT_MAX);
+    }
 }
