@@ -133,7 +133,12 @@ impl Writer {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                n = self.rx.recv_many(&mut batch, MAX_BATCH) => if n == 0 { return },
+                n = self.rx.recv_many(&mut batch, MAX_BATCH) => if n == 0 {
+                    // Every caller is gone (the server stopped first): the
+                    // task still ends with the others, on cancel.
+                    cancel.cancelled().await;
+                    return;
+                },
             }
             // Let the rest of this batch arrive, a short while.
             let until = tokio::time::Instant::now() + FLUSH_EVERY;

@@ -15,7 +15,10 @@ pub async fn run(db: Db, cancel: CancellationToken) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            changed = swaps.changed() => if changed.is_err() { return },
+            changed = swaps.changed() => if changed.is_err() {
+                cancel.cancelled().await;
+                return;
+            },
         }
         let generation = *swaps.borrow_and_update();
         let role = db.generation().map(|g| g.username).unwrap_or_default();
