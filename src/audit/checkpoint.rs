@@ -16,7 +16,7 @@ use super::{
     metrics,
 };
 use crate::{
-    bao::{BaoError, SessionWatch, transit},
+    bao::{SessionWatch, transit},
     config::AuditConfig,
     db::{Db, DbError},
 };
@@ -180,14 +180,6 @@ pub async fn run(checkpointer: Checkpointer, cancel: CancellationToken) {
             }
         }
     }
-}
-
-/// The latest checkpoint copied to KV, for `precinct audit verify`.
-pub async fn kv_copy(
-    bao: &crate::bao::BaoClient,
-    path: &str,
-) -> Result<Option<Checkpoint>, BaoError> {
-    bao.kv_read(path).await
 }
 
 #[cfg(test)]
