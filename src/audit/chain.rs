@@ -371,25 +371,10 @@ mod tests {
 
     use super::*;
 
-    // A throwaway P-256 key pair (the same as auth::jwt's tests), and a
-    // second one standing for "another key".
-    const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg86CgpDoBq1bSQt98
-AbrhmRpwJ2Jtg+Ckj2tyqy4d4KuhRANCAAS9D8WKmELUlWlq8gExv53uy6gMAXO5
-4T9tDGyTBu5aLjt78RbFd5Ly8FsM77sEpASBRDl7wYJrKEvU1HxyFLEO
------END PRIVATE KEY-----";
-    const PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEvQ/FiphC1JVpavIBMb+d7suoDAFz
-ueE/bQxskwbuWi47e/EWxXeS8vBbDO+7BKQEgUQ5e8GCayhL1NR8chSxDg==
------END PUBLIC KEY-----";
-    const OTHER_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgCDsR9VtyqmnoAN7b
-FREgsRym2gnQ+KVjXBW7HrY0sLqhRANCAAT7jSDmNr4/tz03IFMy3jwpIT+AFiXr
-wjIh9AT7JoQp7MjCIKHIVUY81HU3spkesWmqKEopPbkj272iwylF+r16
------END PRIVATE KEY-----";
+    use crate::bao::transit::test_keys::{self, OTHER_PRIVATE, PRIVATE};
 
     fn keys() -> Keys {
-        let (x, y) = crate::bao::transit::ec_point_from_spki_pem(PUBLIC).unwrap();
+        let (x, y) = test_keys::point();
         Keys {
             name: "precinct-audit".into(),
             versions: [(1, DecodingKey::from_ec_components(&x, &y).unwrap())].into(),

@@ -3,7 +3,6 @@
 //! role (short-lived migrate credentials), in one snapshot, row by row.
 
 use futures::TryStreamExt;
-use jsonwebtoken::DecodingKey;
 
 use super::chain::{Checkpoint, Keys, Problem, Report, Row, Verifier};
 use crate::{
@@ -31,16 +30,13 @@ pub async fn keys(
     name: &str,
 ) -> Result<Keys, transit::TransitError> {
     let versions = transit::public_keys(bao.vault(), transit_mount, name).await?;
-    let mut keys = Keys {
+    Ok(Keys {
         name: name.to_string(),
-        versions: Default::default(),
-    };
-    for (version, v) in versions {
-        let key = DecodingKey::from_ec_components(&v.x, &v.y)
-            .map_err(|_| transit::TransitError::NotP256(name.to_string()))?;
-        keys.versions.insert(version, key);
-    }
-    Ok(keys)
+        versions: versions
+            .into_iter()
+            .map(|(version, v)| (version, v.decoding))
+            .collect(),
+    })
 }
 
 /// The hashed fields exactly as `audit_row_hash` renders them.

@@ -298,22 +298,11 @@ mod tests {
 
     use super::*;
     use crate::auth::keys::{KeySet, PublicKey, Rules, schedule};
-    use crate::bao::transit::ec_point_from_spki_pem;
-
-    // A throwaway P-256 key for these tests only.
-    const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg86CgpDoBq1bSQt98
-AbrhmRpwJ2Jtg+Ckj2tyqy4d4KuhRANCAAS9D8WKmELUlWlq8gExv53uy6gMAXO5
-4T9tDGyTBu5aLjt78RbFd5Ly8FsM77sEpASBRDl7wYJrKEvU1HxyFLEO
------END PRIVATE KEY-----";
-    const PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEvQ/FiphC1JVpavIBMb+d7suoDAFz
-ueE/bQxskwbuWi47e/EWxXeS8vBbDO+7BKQEgUQ5e8GCayhL1NR8chSxDg==
------END PUBLIC KEY-----";
+    use crate::bao::transit::test_keys::{self, PRIVATE};
 
     /// Versions created long ago (each verifies; the newest signs).
     fn key_set(versions: &[u64]) -> KeySet {
-        let (x, y) = ec_point_from_spki_pem(PUBLIC).unwrap();
+        let (x, y) = test_keys::point();
         let long_ago = OffsetDateTime::now_utc() - time::Duration::hours(1);
         let mut keys = BTreeMap::new();
         for v in versions {

@@ -8,6 +8,7 @@ use base64::{
     Engine,
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
+use jsonwebtoken::DecodingKey;
 use vaultrs::{
     api::transit::{
         HashAlgorithm, MarshalingAlgorithm, requests::SignDataRequest, responses::ReadKeyData,
@@ -17,12 +18,14 @@ use vaultrs::{
 
 use super::{BaoError, traced};
 
-/// One version's public key: the point (base64url x, y) and when Transit
-/// created it (RFC 3339, as Transit reports it).
-#[derive(Debug, Clone)]
+/// One version's public key: the point (base64url x, y), the key that
+/// verifies its ES256 signatures, and when Transit created it (RFC 3339, as
+/// Transit reports it).
+#[derive(Clone)]
 pub struct P256Version {
     pub x: String,
     pub y: String,
+    pub decoding: DecodingKey,
     pub creation_time: String,
 }
 
@@ -53,13 +56,15 @@ pub async fn public_keys(
         let Ok(version) = version.parse::<u64>() else {
             continue;
         };
-        let (x, y) = ec_point_from_spki_pem(&entry.public_key)
-            .ok_or_else(|| TransitError::NotP256(key.to_string()))?;
+        let not_p256 = || TransitError::NotP256(key.to_string());
+        let (x, y) = ec_point_from_spki_pem(&entry.public_key).ok_or_else(not_p256)?;
+        let decoding = DecodingKey::from_ec_components(&x, &y).map_err(|_| not_p256())?;
         keys.insert(
             version,
             P256Version {
                 x,
                 y,
+                decoding,
                 creation_time: entry.creation_time.clone(),
             },
         );
@@ -131,9 +136,48 @@ pub fn ec_point_from_spki_pem(pem: &str) -> Option<(String, String)> {
     ))
 }
 
+/// A throwaway P-256 key pair for tests (as Transit's PEM would carry
+/// the public half), and a second private key standing for "another key".
+#[cfg(test)]
+pub mod test_keys {
+    pub const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg86CgpDoBq1bSQt98
+AbrhmRpwJ2Jtg+Ckj2tyqy4d4KuhRANCAAS9D8WKmELUlWlq8gExv53uy6gMAXO5
+4T9tDGyTBu5aLjt78RbFd5Ly8FsM77sEpASBRDl7wYJrKEvU1HxyFLEO
+-----END PRIVATE KEY-----";
+    pub const PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEvQ/FiphC1JVpavIBMb+d7suoDAFz
+ueE/bQxskwbuWi47e/EWxXeS8vBbDO+7BKQEgUQ5e8GCayhL1NR8chSxDg==
+-----END PUBLIC KEY-----";
+    pub const OTHER_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgCDsR9VtyqmnoAN7b
+FREgsRym2gnQ+KVjXBW7HrY0sLqhRANCAAT7jSDmNr4/tz03IFMy3jwpIT+AFiXr
+wjIh9AT7JoQp7MjCIKHIVUY81HU3spkesWmqKEopPbkj272iwylF+r16
+-----END PRIVATE KEY-----";
+
+    /// The test pair's public point (base64url x, y).
+    pub fn point() -> (String, String) {
+        super::ec_point_from_spki_pem(PUBLIC).expect("a P-256 key")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_p256_point_is_read_from_a_public_key() {
+        let (x, y) = ec_point_from_spki_pem(test_keys::PUBLIC).expect("a P-256 key");
+        assert_eq!((x.len(), y.len()), (43, 43));
+        // A P-384 key (openssl ecparam -name secp384r1) is refused, as is garbage.
+        let p384 = "-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEZZV9/YA2zr9UkdUcjamC18lcIRw+cF9/
+YAcC0q1U+VNfEGby6ScV7eQ/lgrFnU7V83iBSVsCaduUBxOKd05xoFPL6x+ARQrR
+evLfpCCibXdTjbMXUKIfuMkBBaIYXK7/
+-----END PUBLIC KEY-----";
+        assert_eq!(ec_point_from_spki_pem(p384), None);
+        assert_eq!(ec_point_from_spki_pem("not a key"), None);
+    }
 
     #[test]
     fn transit_signatures_name_their_version() {

@@ -197,8 +197,6 @@ impl KeySource {
             })?;
         let mut keys = BTreeMap::new();
         for (version, entry) in versions {
-            let decoding = DecodingKey::from_ec_components(&entry.x, &entry.y)
-                .map_err(|_| KeyFetchError::NotP256(self.key.clone()))?;
             let created = OffsetDateTime::parse(
                 &entry.creation_time,
                 &time::format_description::well_known::Rfc3339,
@@ -214,7 +212,7 @@ impl KeySource {
                 PublicKey {
                     x: entry.x,
                     y: entry.y,
-                    decoding,
+                    decoding: entry.decoding,
                     created,
                 },
             );
@@ -395,7 +393,6 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bao::transit::ec_point_from_spki_pem;
 
     #[test]
     fn a_burst_of_demands_is_one_notification() {
@@ -404,24 +401,5 @@ mod tests {
             keys.request_refresh();
         }
         assert!(keys.demanded.load(Ordering::Acquire));
-    }
-
-    #[test]
-    fn only_a_p256_point_is_read_from_a_public_key() {
-        // Transit's ecdsa-p256 public key PEM.
-        let p256 = "-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEvQ/FiphC1JVpavIBMb+d7suoDAFz
-ueE/bQxskwbuWi47e/EWxXeS8vBbDO+7BKQEgUQ5e8GCayhL1NR8chSxDg==
------END PUBLIC KEY-----";
-        let (x, y) = ec_point_from_spki_pem(p256).expect("a P-256 key");
-        assert_eq!((x.len(), y.len()), (43, 43));
-        // A P-384 key (openssl ecparam -name secp384r1) is refused, as is garbage.
-        let p384 = "-----BEGIN PUBLIC KEY-----
-MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEZZV9/YA2zr9UkdUcjamC18lcIRw+cF9/
-YAcC0q1U+VNfEGby6ScV7eQ/lgrFnU7V83iBSVsCaduUBxOKd05xoFPL6x+ARQrR
-evLfpCCibXdTjbMXUKIfuMkBBaIYXK7/
------END PUBLIC KEY-----";
-        assert_eq!(ec_point_from_spki_pem(p384), None);
-        assert_eq!(ec_point_from_spki_pem("not a key"), None);
     }
 }
