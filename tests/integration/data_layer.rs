@@ -202,11 +202,7 @@ async fn rows_are_visible_only_to_the_transaction_acting_for_their_user() {
     // A previous borrower acted for Jake and left it session-level: the
     // next transaction on this connection sees nothing of Jake's.
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("select set_user($1)")
-        .bind(jake)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    precinct::db::act_for(&mut tx, jake).await.unwrap();
     sqlx::query("select set_config('app.user_id', current_setting('app.user_id'), false)")
         .execute(&mut *tx)
         .await
@@ -220,11 +216,7 @@ async fn rows_are_visible_only_to_the_transaction_acting_for_their_user() {
 
     // Acting for Jake: Jake's rows, never Gina's.
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("select set_user($1)")
-        .bind(jake)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    precinct::db::act_for(&mut tx, jake).await.unwrap();
     let users: Vec<String> = sqlx::query_scalar("select username from users")
         .fetch_all(&mut *tx)
         .await
@@ -575,24 +567,7 @@ async fn audit_verify_names_each_kind_of_tampering() {
         .await
         .unwrap()
     );
-    use base64::Engine;
-    let other: Value = stack
-        .bao_root(
-            reqwest::Method::POST,
-            "transit/sign/precinct-access-token/sha2-256",
-            json!({"input": base64::engine::general_purpose::STANDARD.encode(&message), "marshaling_algorithm": "jws"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let other_sig = other["data"]["signature"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_string();
+    let other_sig = stack.transit_sign("precinct-access-token", &message).await;
 
     let middle = covers - 2;
     let cases: Vec<(&str, String, String)> = vec![

@@ -300,33 +300,37 @@ impl Stack {
     /// A JWT with `header` and `claims`, signed by the stack's Transit key
     /// with the root token: what a holder of the signing key could mint.
     pub async fn sign_token(&self, header: Value, claims: Value) -> String {
-        use base64::{
-            Engine,
-            engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
-        };
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
         let input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(claims.to_string())
         );
+        let sig = self.transit_sign("precinct-access-token", &input).await;
+        format!("{input}.{sig}")
+    }
+
+    /// `message` signed by Transit key `key` with the root token (ES256,
+    /// SHA-256): the base64url r || s.
+    pub async fn transit_sign(&self, key: &str, message: &str) -> String {
+        use base64::{Engine, engine::general_purpose::STANDARD};
         let res: Value = self
             .bao_root(
                 reqwest::Method::POST,
-                "transit/sign/precinct-access-token/sha2-256",
-                json!({"input": STANDARD.encode(&input), "marshaling_algorithm": "jws"}),
+                &format!("transit/sign/{key}/sha2-256"),
+                json!({"input": STANDARD.encode(message), "marshaling_algorithm": "jws"}),
             )
             .await
             .json()
             .await
             .unwrap();
-        let sig = res["data"]["signature"]
+        res["data"]["signature"]
             .as_str()
             .unwrap()
             .rsplit(':')
             .next()
             .unwrap()
-            .to_string();
-        format!("{input}.{sig}")
+            .to_string()
     }
 
     /// Calls OpenBao's HTTP API with the root token.
