@@ -207,15 +207,7 @@ impl AuthService {
             Some(c) => ("active", Some(c.sub)),
             None => ("inactive", None),
         };
-        self.audit
-            .record(Entry::new(
-                "internal_introspect",
-                outcome,
-                user,
-                meta,
-                json!({"caller": caller}),
-            ))
-            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        self.internal_call_row("internal_introspect", outcome, user, caller, meta)?;
         Ok(active)
     }
 
@@ -247,15 +239,7 @@ impl AuthService {
             Some(_) => ("found", Some(id)),
             None => ("not_found", None),
         };
-        self.audit
-            .record(Entry::new(
-                "internal_user",
-                outcome,
-                found,
-                meta,
-                json!({"caller": caller}),
-            ))
-            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        self.internal_call_row("internal_user", outcome, found, caller, meta)?;
         Ok(user)
     }
 
@@ -279,6 +263,27 @@ impl AuthService {
             json!({"reason": "rate_limited"}),
         ));
         AuthError::RateLimited { retry_after }
+    }
+
+    /// An internal call's row, queued with its caller: a call whose row
+    /// cannot be queued is refused (503), never answered unaudited.
+    fn internal_call_row(
+        &self,
+        event: &'static str,
+        outcome: &'static str,
+        user: Option<Uuid>,
+        caller: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), AuthError> {
+        self.audit
+            .record(Entry::new(
+                event,
+                outcome,
+                user,
+                meta,
+                json!({"caller": caller}),
+            ))
+            .map_err(|e| AuthError::Db(DbError::Unavailable(e.to_string())))
     }
 
     /// A refusal's row: queued and appended in batches, as the internal

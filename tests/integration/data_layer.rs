@@ -866,35 +866,30 @@ fn docs_audit_md_lists_exactly_the_events_the_code_writes() {
     }
     // Event names as the code writes them: the first string argument
     // of an audit call, or the event column of the SQL functions' inserts.
+    fn first(args: &str) -> Option<&str> {
+        Some(args)
+    }
+    fn second(args: &str) -> Option<&str> {
+        args.split_once(',').map(|(_, rest)| rest)
+    }
     let mut written = std::collections::BTreeSet::new();
-    for (i, _) in code.match_indices("Entry::new(") {
-        let rest = code[i + "Entry::new(".len()..].trim_start();
-        if let Some((name, _)) = rest.strip_prefix('"').and_then(|r| r.split_once('"')) {
-            written.insert(name.to_string());
-        }
-    }
-    for call in ["record(", "record_best_effort(", "record_system("] {
-        for (i, _) in code.match_indices(call) {
-            let args = &code[i + call.len()..];
-            let Some(rest) = args.split_once(',').map(|(_, r)| r.trim_start()) else {
-                continue;
-            };
-            if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split_once('"')) {
-                written.insert(name.0.to_string());
+    for (marker, quote, arg) in [
+        ("Entry::new(", '"', first as fn(&str) -> Option<&str>),
+        ("internal_call_row(", '"', first),
+        ("record(", '"', second),
+        ("record_best_effort(", '"', second),
+        ("record_system(", '"', second),
+        // An `Entry` built field by field.
+        ("event: ", '"', first),
+        ("VALUES (", '\'', first),
+    ] {
+        for (i, _) in code.match_indices(marker) {
+            let name = arg(&code[i + marker.len()..])
+                .and_then(|rest| rest.trim_start().strip_prefix(quote))
+                .and_then(|rest| rest.split_once(quote));
+            if let Some((name, _)) = name {
+                written.insert(name.to_string());
             }
-        }
-    }
-    // An `Entry` built field by field.
-    for (i, _) in code.match_indices("event: \"") {
-        let rest = &code[i + "event: \"".len()..];
-        if let Some((name, _)) = rest.split_once('"') {
-            written.insert(name.to_string());
-        }
-    }
-    for (i, _) in code.match_indices("VALUES ('") {
-        let rest = &code[i + "VALUES ('".len()..];
-        if let Some((name, _)) = rest.split_once('\'') {
-            written.insert(name.to_string());
         }
     }
     // Written with a computed name (the limiter's event, the caller's route).
