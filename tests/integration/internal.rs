@@ -83,10 +83,17 @@ struct Pem {
 
 impl Pem {
     async fn fetch(stack: &Stack, id: &str) -> Pem {
+        let (pem, fetched) = Pem::from_socket(&socket(stack.dir.path(), id)).await;
+        assert_eq!(fetched, id);
+        pem
+    }
+
+    /// The SVID a Workload API socket hands out (py-spiffe), and its ID.
+    async fn from_socket(socket: &std::path::Path) -> (Pem, String) {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(python())
             .arg(script())
-            .args(["svid", socket(stack.dir.path(), id).to_str().unwrap()])
+            .args(["svid", socket.to_str().unwrap()])
             .arg(dir.path())
             .output()
             .await
@@ -96,8 +103,8 @@ impl Pem {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
-        Pem { dir }
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (Pem { dir }, id)
     }
 
     /// Files signed by the agent's CA as `spec` says (what no agent issues).
@@ -175,6 +182,30 @@ fn bundle(stack: &Stack, dir: &tempfile::TempDir) -> String {
 /// curl with a client certificate, verifying the server's chain against
 /// the bundle and its name (`localhost`, a DNS SAN of the SVID beside its
 /// SPIFFE ID, as a SPIRE entry's dnsNames put it there).
+/// Python's `ssl` and curl, each presenting `pem`, are both refused at
+/// the handshake.
+async fn refused_by_both_clients(
+    pem: &Pem,
+    bundle: &str,
+    addr: std::net::SocketAddr,
+    token: &str,
+    what: &str,
+) {
+    let form = format!("token={token}");
+    let r = python_call(
+        Some(pem),
+        bundle,
+        addr,
+        "POST",
+        "/internal/v1/introspect",
+        Some(&form),
+    )
+    .await;
+    assert!(r.get("error").is_some(), "{what} must be refused: {r}");
+    let (ok, out) = curl(pem, bundle, addr, token).await;
+    assert!(!ok, "curl with {what}: {out}");
+}
+
 async fn curl(pem: &Pem, bundle: &str, addr: std::net::SocketAddr, token: &str) -> (bool, String) {
     let port = addr.port();
     let out = Command::new("curl")
@@ -278,18 +309,7 @@ async fn independent_clients_reach_introspect_with_an_allowed_id_and_are_refused
     // from another trust domain's CA: refused at the handshake.
     for id in [STRANGER, EVIL_SIBLING] {
         let pem = Pem::fetch(&stack, id).await;
-        let r = python_call(
-            Some(&pem),
-            &bundle,
-            addr,
-            "POST",
-            "/internal/v1/introspect",
-            Some(&form),
-        )
-        .await;
-        assert!(r.get("error").is_some(), "{id} must be refused: {r}");
-        let (ok, out) = curl(&pem, &bundle, addr, &token).await;
-        assert!(!ok, "curl as {id}: {out}");
+        refused_by_both_clients(&pem, &bundle, addr, &token, id).await;
     }
     let foreign_dir = tempfile::tempdir().unwrap();
     let foreign = precinct::devagent::DevAgent::start({
@@ -304,30 +324,8 @@ async fn independent_clients_reach_introspect_with_an_allowed_id_and_are_refused
     })
     .await
     .unwrap();
-    let pem = {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(python())
-            .arg(script())
-            .args(["svid", foreign.socket().to_str().unwrap()])
-            .arg(dir.path())
-            .output()
-            .await
-            .unwrap();
-        assert!(out.status.success());
-        Pem { dir }
-    };
-    let r = python_call(
-        Some(&pem),
-        &bundle,
-        addr,
-        "POST",
-        "/internal/v1/introspect",
-        Some(&form),
-    )
-    .await;
-    assert!(r.get("error").is_some(), "another CA must be refused: {r}");
-    let (ok, out) = curl(&pem, &bundle, addr, &token).await;
-    assert!(!ok, "curl with another CA's SVID: {out}");
+    let (pem, _) = Pem::from_socket(foreign.socket()).await;
+    refused_by_both_clients(&pem, &bundle, addr, &token, "another CA's SVID").await;
     foreign.shutdown().await;
     app.stop().await;
 }
