@@ -504,38 +504,37 @@ async fn audit_verify_names_each_kind_of_tampering() {
     let client = crate::common::http();
     let base = app.url("");
     let base = base.trim_end_matches('/');
-    let signed_through = |min: i64| {
-        let stack = &stack;
-        async move {
-            kv_checkpoint(stack)
-                .await
-                .is_some_and(|cp| cp["covers_seq"].as_i64() >= Some(min))
-        }
-    };
     let mut admin = stack.admin().await;
-    for _ in 0..5 {
-        bad_refresh(&client, base).await;
-    }
-    refusal_rows(&mut admin, 5).await;
-    let first_head = count(&mut admin, WRITTEN_HEAD).await;
-    eventually(Duration::from_secs(20), "a first checkpoint", || {
-        signed_through(first_head)
-    })
-    .await;
+    // Five refusals, then until a checkpoint in OpenBao signs them; the
+    // head they reached.
+    let refusals_signed = async |admin: &mut PgConnection, landed: i64| -> i64 {
+        for _ in 0..5 {
+            bad_refresh(&client, base).await;
+        }
+        refusal_rows(admin, landed).await;
+        let head = count(admin, WRITTEN_HEAD).await;
+        eventually(
+            Duration::from_secs(20),
+            "a checkpoint of the refusals",
+            || {
+                let stack = &stack;
+                async move {
+                    kv_checkpoint(stack)
+                        .await
+                        .is_some_and(|cp| cp["covers_seq"].as_i64() >= Some(head))
+                }
+            },
+        )
+        .await;
+        head
+    };
+    let first_head = refusals_signed(&mut admin, 5).await;
     // The backup an attacker might restore later: the table as it was.
     sqlx::raw_sql("create table public.older as select * from precinct.audit_log")
         .execute(&mut admin)
         .await
         .unwrap();
-    for _ in 0..5 {
-        bad_refresh(&client, base).await;
-    }
-    refusal_rows(&mut admin, 10).await;
-    let head = count(&mut admin, WRITTEN_HEAD).await;
-    eventually(Duration::from_secs(20), "a second checkpoint", || {
-        signed_through(head)
-    })
-    .await;
+    refusals_signed(&mut admin, 10).await;
     app.stop().await;
 
     let (code, intact) = audit_verify(&stack).await;
