@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -118,6 +117,8 @@ impl Checkpointer {
             key_version,
             signature,
         };
+        // A pool again, not the one held across the Transit call: a rotation
+        // meanwhile must not wait on this generation.
         let pool = self.db.pool().await?;
         let row_seq: Option<i64> =
             sqlx::query_scalar("select audit_checkpoint($1, $2, $3, $4, $5)")
@@ -143,10 +144,9 @@ impl Checkpointer {
             row_seq,
             "audit chain head signed"
         );
-        let copy = json!({
-            "covers_seq": cp.covers_seq, "head": cp.head, "key": cp.key,
-            "key_version": cp.key_version, "signature": cp.signature, "row_seq": row_seq,
-        });
+        // The checkpoint as verify reads it back, and where its row is.
+        let mut copy = serde_json::to_value(&cp).expect("a checkpoint serializes");
+        copy["row_seq"] = row_seq.into();
         if let Err(e) = client.kv_write(&self.config.kv_path, &copy).await {
             // The row and the log event stand; the next checkpoint retries.
             tracing::warn!(error = %e, "could not copy the audit checkpoint to OpenBao KV");
