@@ -1,6 +1,7 @@
 //! The HTTP surface: router, middleware, error mapping, OpenAPI.
 
 mod auth;
+mod body;
 pub mod client_ip;
 mod error;
 mod github;
@@ -15,9 +16,7 @@ mod state;
 
 use axum::{Router, extract::DefaultBodyLimit};
 use tower::ServiceBuilder;
-use tower_http::{
-    catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
-};
+use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
@@ -112,7 +111,12 @@ fn layered(mut app: Router, config: &crate::config::Config) -> Router {
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 config.http.request_timeout,
             ))
-            .layer(RequestBodyLimitLayer::new(config.http.body_limit_bytes))
+            // Bodies read whole here, so one over the limit gets its 413 on
+            // a clean connection (see body.rs).
+            .layer(axum::middleware::from_fn_with_state(
+                config.http.body_limit_bytes,
+                body::read_whole,
+            ))
             .layer(DefaultBodyLimit::max(config.http.body_limit_bytes)),
     );
     // Outside everything: every response carries them.

@@ -212,6 +212,116 @@ async fn oversized_body_answers_json_413() {
     assert_eq!(body["error"]["code"], "payload_too_large");
 }
 
+/// Sends `head` and `body` on `stream`, reads one response: its status
+/// line and headers (lowercased) and whether the server closed afterwards.
+async fn raw_exchange(
+    stream: &mut tokio::net::TcpStream,
+    head: &str,
+    body: &[u8],
+) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen).to_lowercase();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = text[..end]
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        if seen.len() >= end + 4 + length {
+            return (
+                text[..end].to_string(),
+                text[..end].contains("connection: close"),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_its_413_and_the_connection_stays_usable() {
+    let app = spawn_app(&[("HTTP_BODY_LIMIT_BYTES", "1024")]).await;
+    // One keep-alive client, bodies just over and far over the limit, many
+    // times: a 413 every time, never a reset while the client still writes.
+    for round in 0..20 {
+        for size in [1025, 70_000, 900_000] {
+            let res = app
+                .client
+                .post(app.url("/api/v1/auth/login"))
+                .header("content-type", "application/json")
+                .body(vec![b' '; size])
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, {size} bytes: {e:?}"));
+            assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE, "{size} bytes");
+            assert!(res.headers().get("connection").is_none(), "{size} bytes");
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "payload_too_large");
+        }
+    }
+
+    // A chunked body (no length announced) is counted as it arrives; the
+    // same connection then serves the next request.
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let chunk = format!("2000\r\n{}\r\n", " ".repeat(0x2000));
+    let body = format!("{}0\r\n\r\n", chunk.repeat(4));
+    let (head, closed) = raw_exchange(
+        &mut stream,
+        "POST /api/v1/auth/login HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\n\r\n",
+        body.as_bytes(),
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 413"), "{head}");
+    assert!(!closed, "{head}");
+    let (head, _) = raw_exchange(
+        &mut stream,
+        "GET /api/v1/health HTTP/1.1\r\nhost: t\r\n\r\n",
+        b"",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+
+    // A body announced too big to drain is refused before it is sent, and
+    // the response says the connection closes.
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (head, closed) = raw_exchange(
+        &mut stream,
+        "POST /api/v1/auth/login HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+         content-length: 10485760\r\n\r\n",
+        b"",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 413"), "{head}");
+    assert!(closed, "{head}");
+
+    // A body within the limit still reaches the handler whole.
+    let res = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"username\": \"a\", \"password\": \"{}\"}}",
+            "x".repeat(900)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(res.status().as_u16() < 500, "{}", res.status());
+}
+
 #[tokio::test]
 async fn responses_carry_security_headers() {
     let app = spawn_app(&[]).await;
