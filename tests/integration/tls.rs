@@ -147,8 +147,15 @@ impl TlsPostgres {
             .spawn()
             .unwrap();
         let pg = Self { dir, port, child };
+        // Accepting connections, not merely listening: a connection while
+        // it is still starting is refused ("the database system is
+        // starting up").
         for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let ready = Command::new(pg_bin("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
                 return pg;
             }
             std::thread::sleep(Duration::from_millis(100));
