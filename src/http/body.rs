@@ -9,16 +9,22 @@
 //! more than that, or will not end in time, gets its 413 with
 //! `Connection: close`.
 
-use std::time::Duration;
+use std::{
+    convert::Infallible,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use axum::{
     body::{Body, Bytes, HttpBody},
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderValue, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
-use futures::StreamExt;
+use futures::{
+    StreamExt,
+    future::{BoxFuture, Either},
+};
 
 use super::ApiError;
 
@@ -48,22 +54,82 @@ pub fn plan(length: Option<u64>, limit: usize) -> Plan {
     }
 }
 
-/// Middleware: reads the body whole (at most `limit` bytes) and hands the
+/// Layer: reads the body whole (at most `limit` bytes) and hands the
 /// handler a complete one, or answers 413 (or 400 for a body that breaks
-/// off) on a connection left in a clean state.
-pub async fn read_whole(State(limit): State<usize>, req: Request, next: Next) -> Response {
-    match plan(req.body().size_hint().exact(), limit) {
-        Plan::Empty => return next.run(req).await,
-        Plan::RefuseAndClose => return too_large(false),
-        Plan::Read => {}
+/// off) on a connection left in a clean state. A request without a body
+/// goes straight through (no boxed future, no clone of the inner stack:
+/// most requests are GETs).
+#[derive(Clone)]
+pub struct ReadWholeLayer {
+    limit: usize,
+}
+
+impl ReadWholeLayer {
+    pub fn new(limit: usize) -> Self {
+        Self { limit }
     }
+}
+
+impl<S> tower::Layer<S> for ReadWholeLayer {
+    type Service = ReadWhole<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ReadWhole {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+/// See [`ReadWholeLayer`].
+#[derive(Clone)]
+pub struct ReadWhole<S> {
+    inner: S,
+    limit: usize,
+}
+
+impl<S> tower::Service<Request> for ReadWhole<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        match plan(req.body().size_hint().exact(), self.limit) {
+            Plan::Empty => Either::Left(self.inner.call(req)),
+            Plan::RefuseAndClose => Either::Right(Box::pin(async { Ok(too_large(false)) })),
+            Plan::Read => {
+                // The service that was polled ready serves this request; its
+                // clone waits for the next one.
+                let fresh = self.inner.clone();
+                let mut ready = std::mem::replace(&mut self.inner, fresh);
+                let limit = self.limit;
+                Either::Right(Box::pin(async move {
+                    match read(req, limit).await {
+                        Ok(req) => ready.call(req).await,
+                        Err(refusal) => Ok(refusal),
+                    }
+                }))
+            }
+        }
+    }
+}
+
+/// The request with its body read whole, or the answer that refuses it.
+async fn read(req: Request, limit: usize) -> Result<Request, Response> {
     let (parts, body) = req.into_parts();
     let mut stream = body.into_data_stream();
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut read = 0usize;
     while let Some(chunk) = stream.next().await {
         let Ok(chunk) = chunk else {
-            return ApiError::from_status(StatusCode::BAD_REQUEST).into_response();
+            return Err(ApiError::from_status(StatusCode::BAD_REQUEST).into_response());
         };
         read += chunk.len();
         if read > limit {
@@ -78,7 +144,7 @@ pub async fn read_whole(State(limit): State<usize>, req: Request, next: Next) ->
                 true
             })
             .await;
-            return too_large(drained == Ok(true));
+            return Err(too_large(drained == Ok(true)));
         }
         chunks.push(chunk);
     }
@@ -87,8 +153,7 @@ pub async fn read_whole(State(limit): State<usize>, req: Request, next: Next) ->
         1 => chunks.pop().expect("one chunk"),
         _ => chunks.concat().into(),
     };
-    next.run(Request::from_parts(parts, Body::from(whole)))
-        .await
+    Ok(Request::from_parts(parts, Body::from(whole)))
 }
 
 fn too_large(connection_clean: bool) -> Response {

@@ -66,6 +66,7 @@ pub fn internal_router(state: AppState) -> Router {
     layered(
         api.fallback(|| async { ApiError::from_status(axum::http::StatusCode::NOT_FOUND) }),
         &config,
+        None,
     )
 }
 
@@ -82,29 +83,37 @@ pub fn router(state: AppState, extra: Router) -> Router {
                 .url("/openapi-internal.json", internal_doc),
         )
         .fallback(|| async { ApiError::from_status(axum::http::StatusCode::NOT_FOUND) });
-    let app = layered(app, &config);
     // Before everything: liveness probes answer without the stack, with
     // the same headers.
     let mut probe_headers = middleware::security_header_values();
     if config.env.is_production() {
         probe_headers.push(middleware::hsts_header_value());
     }
-    app.layer(health::FastLivenessLayer::new(probe_headers))
+    layered(
+        app,
+        &config,
+        Some(health::FastLivenessLayer::new(probe_headers)),
+    )
 }
 
-/// The middleware every router gets, outermost last.
-fn layered(mut app: Router, config: &crate::config::Config) -> Router {
-    if config.env.is_production() {
-        app = app.layer(middleware::strict_transport_security());
-    }
-    // Outermost first: request_context sees every response, including the
-    // ones the inner layers produce (timeouts, panics, body limits).
-    let mut app = app.layer(
+/// The middleware every router gets, outermost first, applied in one
+/// `Router::layer`: each call of it wraps every route in one more boxed
+/// service, cloned for every request.
+fn layered(
+    app: Router,
+    config: &crate::config::Config,
+    probes: Option<health::FastLivenessLayer>,
+) -> Router {
+    app.layer(
         ServiceBuilder::new()
-            .layer(axum::middleware::from_fn_with_state(
-                config.log.access,
-                middleware::request_context,
+            .option_layer(probes)
+            // Outside everything else: every response carries them.
+            .layer(middleware::SecurityHeadersLayer::new(
+                config.env.is_production(),
             ))
+            // request_context sees every response, including the ones the
+            // inner layers produce (timeouts, panics, body limits).
+            .layer(middleware::RequestContextLayer::new(config.log.access))
             .layer(middleware::cors(config))
             .layer(CatchPanicLayer::custom(middleware::panic_response))
             .layer(TimeoutLayer::with_status_code(
@@ -113,15 +122,7 @@ fn layered(mut app: Router, config: &crate::config::Config) -> Router {
             ))
             // Bodies read whole here, so one over the limit gets its 413 on
             // a clean connection (see body.rs).
-            .layer(axum::middleware::from_fn_with_state(
-                config.http.body_limit_bytes,
-                body::read_whole,
-            ))
+            .layer(body::ReadWholeLayer::new(config.http.body_limit_bytes))
             .layer(DefaultBodyLimit::max(config.http.body_limit_bytes)),
-    );
-    // Outside everything: every response carries them.
-    for layer in middleware::security_headers() {
-        app = app.layer(layer);
-    }
-    app
+    )
 }
