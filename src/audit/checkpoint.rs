@@ -27,14 +27,20 @@ pub struct Head {
     pub row_hash: Vec<u8>,
     /// The seq of the last checkpoint row (0, the genesis, before any).
     pub checkpoint_row_seq: i64,
+    /// The seq that checkpoint signed (the genesis, 0, before any). Rows
+    /// appended while it was being signed lie between the two.
+    pub checkpoint_covers_seq: i64,
     /// How long ago it was written (None: never).
     pub checkpoint_age: Option<Duration>,
 }
 
-/// Whether to sign now: rows followed the last checkpoint, and either
-/// enough of them or for long enough.
+/// Whether to sign now: rows that no checkpoint signed (those after the one
+/// it covers, but for the checkpoint row itself), and either enough of them
+/// or for long enough.
 pub fn due(head: &Head, rows: u64, every: Duration) -> bool {
-    let pending = u64::try_from(head.seq - head.checkpoint_row_seq).unwrap_or(0);
+    let checkpoint_row = i64::from(head.checkpoint_row_seq > head.checkpoint_covers_seq);
+    let pending =
+        u64::try_from(head.seq - head.checkpoint_covers_seq - checkpoint_row).unwrap_or(0);
     pending > 0 && (pending >= rows || head.checkpoint_age.is_none_or(|age| age >= every))
 }
 
@@ -73,8 +79,15 @@ impl Checkpointer {
 
     async fn head(&self) -> Result<Head, DbError> {
         let pool = self.db.pool().await?;
-        let (seq, row_hash, checkpoint_row_seq, age): (i64, Vec<u8>, i64, f64) = sqlx::query_as(
-            "select seq, row_hash, checkpoint_row_seq, checkpoint_age_secs from audit_head()",
+        let (seq, row_hash, checkpoint_row_seq, age, checkpoint_covers_seq): (
+            i64,
+            Vec<u8>,
+            i64,
+            f64,
+            i64,
+        ) = sqlx::query_as(
+            "select seq, row_hash, checkpoint_row_seq, checkpoint_age_secs, checkpoint_covers_seq \
+             from audit_head()",
         )
         .fetch_one(&*pool)
         .await
@@ -83,6 +96,7 @@ impl Checkpointer {
             seq,
             row_hash,
             checkpoint_row_seq,
+            checkpoint_covers_seq,
             checkpoint_age: age
                 .is_finite()
                 .then(|| Duration::from_secs_f64(age.max(0.0))),
@@ -186,11 +200,25 @@ pub async fn run(checkpointer: Checkpointer, cancel: CancellationToken) {
 mod tests {
     use super::*;
 
+    /// A head at `seq` whose last checkpoint is the row `checkpoint_row_seq`
+    /// and signed the row just before it (the usual case).
     fn head(seq: i64, checkpoint_row_seq: i64, age_secs: Option<u64>) -> Head {
+        let covers = if checkpoint_row_seq == 0 {
+            0
+        } else {
+            checkpoint_row_seq - 1
+        };
+        raced(seq, checkpoint_row_seq, covers, age_secs)
+    }
+
+    /// A head whose last checkpoint signed `covers`, rows having been
+    /// appended while it was being signed.
+    fn raced(seq: i64, checkpoint_row_seq: i64, covers: i64, age_secs: Option<u64>) -> Head {
         Head {
             seq,
             row_hash: vec![],
             checkpoint_row_seq,
+            checkpoint_covers_seq: covers,
             checkpoint_age: age_secs.map(Duration::from_secs),
         }
     }
@@ -223,6 +251,21 @@ mod tests {
                 head(9, 10, Some(99)),
                 false,
                 "a head behind the checkpoint (never negative)",
+            ),
+            (
+                raced(2308, 2308, 2304, Some(60)),
+                true,
+                "rows appended while the last one was signed, the checkpoint row the head",
+            ),
+            (
+                raced(2308, 2308, 2304, Some(5)),
+                false,
+                "the same three rows, checkpoint recent",
+            ),
+            (
+                raced(2308, 2308, 2307, Some(3600)),
+                false,
+                "the checkpoint row is all that followed what it signed",
             ),
         ];
         for (h, expected, why) in cases {
