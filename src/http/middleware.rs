@@ -219,12 +219,8 @@ pub struct SecurityHeadersLayer {
 impl SecurityHeadersLayer {
     /// The security headers, and HSTS in production.
     pub fn new(production: bool) -> Self {
-        let mut headers = security_header_values();
-        if production {
-            headers.push(hsts_header_value());
-        }
         Self {
-            headers: headers.into(),
+            headers: security_header_values(production).into(),
         }
     }
 }
@@ -292,11 +288,13 @@ where
     }
 }
 
-/// The security headers, as values (the probes' fast path sets them too).
-pub fn security_header_values() -> Vec<(header::HeaderName, HeaderValue)> {
+/// The security headers, with HSTS in production (over plain-http
+/// development it only confuses), as values: the layer and the probes'
+/// fast path set the same ones.
+pub fn security_header_values(production: bool) -> Vec<(header::HeaderName, HeaderValue)> {
     let set =
         |name: header::HeaderName, value: &'static str| (name, HeaderValue::from_static(value));
-    vec![
+    let mut headers = vec![
         set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         set(header::X_FRAME_OPTIONS, "DENY"),
         set(header::REFERRER_POLICY, "no-referrer"),
@@ -313,15 +311,14 @@ pub fn security_header_values() -> Vec<(header::HeaderName, HeaderValue)> {
         ),
         set(header::CACHE_CONTROL, "no-store"),
         set(header::PRAGMA, "no-cache"),
-    ]
-}
-
-/// HSTS (production only: over plain-http development it only confuses).
-pub fn hsts_header_value() -> (header::HeaderName, HeaderValue) {
-    (
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-    )
+    ];
+    if production {
+        headers.push(set(
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ));
+    }
+    headers
 }
 
 pub fn cors(config: &Config) -> CorsLayer {

@@ -85,10 +85,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .fallback(|| async { ApiError::from_status(axum::http::StatusCode::NOT_FOUND) });
     // Before everything: liveness probes answer without the stack, with
     // the same headers.
-    let mut probe_headers = middleware::security_header_values();
-    if config.env.is_production() {
-        probe_headers.push(middleware::hsts_header_value());
-    }
+    let probe_headers = middleware::security_header_values(config.env.is_production());
     layered(
         app,
         &config,
